@@ -1,0 +1,329 @@
+//! `/v1/endpoints`: create (the secret is in that response only), list, get, patch, delete,
+//! pause, resume.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::Scope;
+use super::{parse_id, parse_json, read_json_body, ApiError, AppState};
+use crate::config::{Config, HumanDuration, MAX_RETRY_DELAY};
+use crate::dispatch::retry::EndpointSettings;
+use crate::dispatch::{
+    ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange, EndpointChangeError,
+};
+use crate::model::{check_identifier, rfc3339, Endpoint, EndpointId, EndpointSpec, EndpointStatus};
+
+const MAX_BODY: usize = 64 * 1024;
+const MAX_URL_LEN: usize = 2048;
+const MAX_HEADERS: usize = 32;
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Headers hookd sets itself; neither `signature_header` nor static headers may replace them.
+const RESERVED_HEADERS: [&str; 12] = [
+    "content-type",
+    "content-length",
+    "user-agent",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "x-webhook-id",
+    "x-webhook-event",
+    "x-webhook-attempt",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// A field that failed validation.
+struct FieldError(String, String);
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::invalid(&e.0, e.1)
+    }
+}
+
+impl From<FieldError> for EndpointChangeError {
+    fn from(e: FieldError) -> Self {
+        EndpointChangeError::Invalid {
+            field: e.0,
+            message: e.1,
+        }
+    }
+}
+
+fn fail<T>(field: &str, message: impl Into<String>) -> Result<T, FieldError> {
+    Err(FieldError(field.to_string(), message.into()))
+}
+
+fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
+    if let Err(m) = check_identifier(&spec.tenant) {
+        return fail("tenant", m);
+    }
+    if spec.url.len() > MAX_URL_LEN {
+        return fail("url", format!("longer than {MAX_URL_LEN} characters"));
+    }
+    let url = match reqwest::Url::parse(&spec.url) {
+        Ok(u) => u,
+        Err(e) => return fail("url", format!("not an absolute URL ({e})")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if config.delivery.allow_http => {}
+        "http" => return fail("url", "must be https (delivery.allow_http is false)"),
+        other => return fail("url", format!("scheme {other:?} is not http(s)")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return fail("url", "has no host");
+    }
+    if spec.event_types.is_empty() {
+        return fail("event_types", "must list at least one type, or \"*\"");
+    }
+    let catalogue = &config.events.types;
+    for (i, t) in spec.event_types.iter().enumerate() {
+        if t == "*" {
+            continue;
+        }
+        if let Err(m) = check_identifier(t) {
+            return fail(&format!("event_types[{i}]"), m);
+        }
+        if !catalogue.is_empty() && !catalogue.contains(t) {
+            return fail(
+                &format!("event_types[{i}]"),
+                format!("{t:?} is not in the event catalogue (events.types)"),
+            );
+        }
+    }
+    if spec.description.as_ref().is_some_and(|d| d.len() > 1024) {
+        return fail("description", "longer than 1024 characters");
+    }
+    if let Some(n) = spec.max_concurrency {
+        if !(1..=1024).contains(&n) {
+            return fail("max_concurrency", "must be between 1 and 1024");
+        }
+    }
+    if let Some(h) = &spec.signature_header {
+        check_header_name("signature_header", h)?;
+    }
+    if let Some(HumanDuration(t)) = spec.timeout {
+        if t.is_zero() || t > MAX_TIMEOUT {
+            return fail("timeout", "must be more than 0 and at most 5m");
+        }
+    }
+    if let Some(schedule) = &spec.retry_schedule {
+        if schedule.len() > 50 {
+            return fail("retry_schedule", "has more than 50 delays");
+        }
+        if let Some(i) = schedule.iter().position(|d| d.0 > MAX_RETRY_DELAY) {
+            return fail(&format!("retry_schedule[{i}]"), "is longer than 30 days");
+        }
+    }
+    if let Some(headers) = &spec.headers {
+        if headers.len() > MAX_HEADERS {
+            return fail("headers", format!("more than {MAX_HEADERS} headers"));
+        }
+        let signature = EndpointSettings::resolve(spec, &config.delivery).signature_header;
+        for (name, value) in headers {
+            let field = format!("headers.{name}");
+            check_header_name(&field, name)?;
+            if name.eq_ignore_ascii_case(&signature) {
+                return fail(&field, "is the signature header");
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                return fail(&field, "is not a valid header value");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_header_name(field: &str, name: &str) -> Result<(), FieldError> {
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return fail(field, format!("{name:?} is not a valid HTTP header name"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return fail(field, format!("{name:?} is set by hookd itself"));
+    }
+    Ok(())
+}
+
+/// The endpoint as every response shows it: effective settings, never a secret.
+pub fn view(endpoint: &Endpoint, config: &Config) -> Value {
+    let s = EndpointSettings::resolve(&endpoint.spec, &config.delivery);
+    let schedule: Vec<HumanDuration> = s
+        .schedule
+        .delays()
+        .iter()
+        .map(|d| HumanDuration(*d))
+        .collect();
+    json!({
+        "id": endpoint.id,
+        "tenant": endpoint.spec.tenant,
+        "url": endpoint.spec.url,
+        "event_types": endpoint.spec.event_types,
+        "description": endpoint.spec.description,
+        "max_concurrency": s.max_concurrency,
+        "signature_header": s.signature_header,
+        "timeout": HumanDuration(s.timeout),
+        "retry_schedule": schedule,
+        "headers": endpoint.spec.headers.clone().unwrap_or_default(),
+        "status": endpoint.status,
+        "created_at": rfc3339(endpoint.created_at),
+        "updated_at": rfc3339(endpoint.updated_at),
+    })
+}
+
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let body = read_json_body(&req, payload, MAX_BODY).await?;
+    let spec: EndpointSpec = parse_json(&body, "")?;
+    validate(&spec, &state.config)?;
+    let (endpoint, secret) = state.supervisor()?.send(CreateEndpoint(spec)).await??;
+    let mut body = view(&endpoint, &state.config);
+    body["secret"] = Value::String(secret.expose().to_string());
+    Ok(HttpResponse::Created().json(body))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    tenant: Option<String>,
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let query = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let tenant = query.into_inner().tenant;
+    let endpoints = state.store.call(|s| s.list_endpoints()).await?;
+    let views: Vec<Value> = endpoints
+        .iter()
+        .filter(|e| tenant.as_ref().is_none_or(|t| *t == e.spec.tenant))
+        .map(|e| view(e, &state.config))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"endpoints": views})))
+}
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    let endpoint = state
+        .store
+        .call(move |s| s.get_endpoint(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))?;
+    Ok(HttpResponse::Ok().json(view(&endpoint, &state.config)))
+}
+
+async fn change(
+    state: &AppState,
+    id: EndpointId,
+    change: EndpointChange,
+) -> Result<HttpResponse, ApiError> {
+    let endpoint = state
+        .supervisor()?
+        .send(ChangeEndpoint { id, change })
+        .await??;
+    Ok(HttpResponse::Ok().json(view(&endpoint, &state.config)))
+}
+
+pub async fn patch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    let body = read_json_body(&req, payload, MAX_BODY).await?;
+    let patch: Map<String, Value> = parse_json(&body, "")?;
+    let config: Arc<Config> = state.config.clone();
+    change(
+        &state,
+        id,
+        Box::new(move |endpoint: &mut Endpoint| {
+            let mut merged = match serde_json::to_value(&endpoint.spec) {
+                Ok(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            for (key, value) in patch {
+                if key == "tenant" && value.as_str() != Some(endpoint.spec.tenant.as_str()) {
+                    return Err(FieldError("tenant".into(), "cannot be changed".into()).into());
+                }
+                if value.is_null() {
+                    merged.remove(&key);
+                } else {
+                    merged.insert(key, value);
+                }
+            }
+            let spec: EndpointSpec = serde_path_to_error::deserialize(Value::Object(merged))
+                .map_err(|e| FieldError(e.path().to_string(), e.into_inner().to_string()))?;
+            validate(&spec, &config)?;
+            endpoint.spec = spec;
+            Ok(())
+        }),
+    )
+    .await
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    state.supervisor()?.send(DeleteEndpoint(id)).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn set_status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    status: EndpointStatus,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    change(
+        &state,
+        id,
+        Box::new(move |endpoint: &mut Endpoint| {
+            endpoint.status = status;
+            Ok(())
+        }),
+    )
+    .await
+}
+
+pub async fn pause(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_status(req, path, state, EndpointStatus::Paused).await
+}
+
+pub async fn resume(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    set_status(req, path, state, EndpointStatus::Active).await
+}

@@ -1,0 +1,289 @@
+//! `POST /v1/events`, `POST /v1/events/batch`, `GET /v1/events/{id}`.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use super::auth::Scope;
+use super::{parse_json, read_json_body, ApiError, AppState};
+use crate::canonical;
+use crate::dispatch::{CancelOrphans, Enqueue};
+use crate::model::{
+    check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
+    EndpointId, Event, EventKey, UnixMillis,
+};
+use crate::storage::{IngestOutcome, NewEvent};
+
+/// Most events in one batch request.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Room in a single-event request body for everything around the payload.
+const ENVELOPE_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: String,
+    tenant: String,
+    payload: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchIn {
+    events: Vec<Box<RawValue>>,
+}
+
+/// Validates one event and gives it its deliveries; `field` prefixes error messages.
+fn prepare(
+    state: &AppState,
+    input: EventIn,
+    field: &str,
+    now: UnixMillis,
+) -> Result<NewEvent, ApiError> {
+    let name = |f: &str| {
+        if field.is_empty() {
+            f.to_string()
+        } else {
+            format!("{field}.{f}")
+        }
+    };
+    let id = match input.id {
+        Some(id) => {
+            check_identifier(&id).map_err(|m| ApiError::invalid(&name("id"), m))?;
+            id
+        }
+        None => format!("evt_{}", ulid::Ulid::new()),
+    };
+    check_identifier(&input.tenant).map_err(|m| ApiError::invalid(&name("tenant"), m))?;
+    check_identifier(&input.event_type).map_err(|m| ApiError::invalid(&name("type"), m))?;
+    let catalogue = &state.config.events.types;
+    if !catalogue.is_empty() && !catalogue.contains(&input.event_type) {
+        return Err(ApiError::bad_request(
+            "unknown_event_type",
+            format!(
+                "{}: {:?} is not in the event catalogue (events.types)",
+                name("type"),
+                input.event_type
+            ),
+        ));
+    }
+    let body = canonical::object_to_string(&input.payload);
+    let max = state.config.events.max_payload_bytes;
+    if body.len() > max {
+        return Err(ApiError::too_large(format!(
+            "{}: {} bytes is larger than events.max_payload_bytes ({max})",
+            name("payload"),
+            body.len()
+        )));
+    }
+    let payload =
+        RawValue::from_string(body).map_err(|e| ApiError::invalid(&name("payload"), e))?;
+    let key = EventKey::new();
+    let deliveries: Vec<Delivery> = state
+        .router
+        .route(&input.tenant, &input.event_type)
+        .into_iter()
+        .map(|endpoint_id| Delivery {
+            id: DeliveryId::new(),
+            endpoint_id,
+            event_key: key,
+            event_id: id.clone(),
+            event_type: input.event_type.clone(),
+            tenant: input.tenant.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            retries_used: 0,
+            next_attempt_at: Some(now),
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    let event = Event {
+        key,
+        id,
+        tenant: input.tenant,
+        event_type: input.event_type,
+        received_at: now,
+        deliveries: deliveries
+            .iter()
+            .map(|d| DeliveryRef {
+                id: d.id,
+                endpoint_id: d.endpoint_id,
+            })
+            .collect(),
+        payload,
+    };
+    Ok(NewEvent { event, deliveries })
+}
+
+/// Hands stored deliveries to their endpoint actors.
+fn dispatch(state: &AppState, stored: &[&NewEvent]) {
+    let mut by_endpoint: HashMap<EndpointId, Vec<(UnixMillis, DeliveryId)>> = HashMap::new();
+    for new in stored {
+        for d in &new.deliveries {
+            by_endpoint
+                .entry(d.endpoint_id)
+                .or_default()
+                .push((d.next_attempt_at.unwrap_or(d.created_at), d.id));
+        }
+    }
+    for (endpoint, deliveries) in by_endpoint {
+        match state.router.actor(endpoint) {
+            Some(addr) => addr.do_send(Enqueue(deliveries)),
+            None => {
+                if let Ok(sup) = state.supervisor() {
+                    sup.do_send(CancelOrphans(
+                        deliveries.into_iter().map(|(due, id)| (id, due)).collect(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn outcome_json(id: &str, outcome: IngestOutcome) -> Value {
+    match outcome {
+        IngestOutcome::Stored { deliveries } => {
+            json!({"id": id, "deliveries": deliveries, "duplicate": false})
+        }
+        IngestOutcome::Duplicate { deliveries } => {
+            json!({"id": id, "deliveries": deliveries, "duplicate": true})
+        }
+    }
+}
+
+pub async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Ingest)?;
+    state.check_serving()?;
+    let limit = state.config.events.max_payload_bytes + ENVELOPE_BYTES;
+    let body = read_json_body(&req, payload, limit).await?;
+    let input: EventIn = parse_json(&body, "")?;
+    let new = prepare(&state, input, "", now_millis())?;
+    let outcomes = state.store.ingest(vec![new.clone()]).await?;
+    let outcome = outcomes
+        .first()
+        .copied()
+        .ok_or_else(|| ApiError::unavailable("storage_unavailable", "ingest returned nothing"))?;
+    let status = match outcome {
+        IngestOutcome::Stored { .. } => {
+            dispatch(&state, &[&new]);
+            StatusCode::ACCEPTED
+        }
+        IngestOutcome::Duplicate { .. } => StatusCode::OK,
+    };
+    Ok(HttpResponse::build(status).json(outcome_json(&new.event.id, outcome)))
+}
+
+pub async fn ingest_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Ingest)?;
+    state.check_serving()?;
+    let body = read_json_body(&req, payload, state.config.events.max_batch_bytes).await?;
+    let batch: BatchIn = parse_json(&body, "")?;
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::too_large(format!(
+            "events: {} events is more than {MAX_BATCH_EVENTS} in one batch",
+            batch.events.len()
+        )));
+    }
+    let now = now_millis();
+    let mut results: Vec<Option<Value>> = vec![None; batch.events.len()];
+    let mut accepted: Vec<(usize, NewEvent)> = Vec::new();
+    for (i, raw) in batch.events.iter().enumerate() {
+        let field = format!("events[{i}]");
+        let prepared = parse_json::<EventIn>(raw.get().as_bytes(), &field)
+            .and_then(|input| prepare(&state, input, &field, now));
+        match prepared {
+            Ok(new) => accepted.push((i, new)),
+            Err(e) => results[i] = Some(e.body()),
+        }
+    }
+    if !accepted.is_empty() {
+        let outcomes = state
+            .store
+            .ingest(accepted.iter().map(|(_, n)| n.clone()).collect())
+            .await?;
+        let mut stored = Vec::new();
+        for ((i, new), outcome) in accepted.iter().zip(outcomes) {
+            if matches!(outcome, IngestOutcome::Stored { .. }) {
+                stored.push(new);
+            }
+            results[*i] = Some(outcome_json(&new.event.id, outcome));
+        }
+        dispatch(&state, &stored);
+    }
+    Ok(HttpResponse::Ok().json(json!({"results": results})))
+}
+
+#[derive(Deserialize)]
+struct TenantQuery {
+    tenant: Option<String>,
+}
+
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let query = web::Query::<TenantQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let tenant = query.tenant.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_field",
+            "tenant: the query parameter is required (event ids are scoped by tenant)",
+        )
+    })?;
+    let id = path.into_inner();
+    let found = state
+        .store
+        .call(move |s| {
+            let Some(event) = s.find_event(&tenant, &id)? else {
+                return Ok(None);
+            };
+            let ids: Vec<DeliveryId> = event.deliveries.iter().map(|d| d.id).collect();
+            let deliveries = s.get_deliveries(&ids)?;
+            Ok(Some((event, deliveries)))
+        })
+        .await?;
+    let Some((event, deliveries)) = found else {
+        return Err(ApiError::not_found("event with that id for that tenant"));
+    };
+    let deliveries: Vec<Value> = event
+        .deliveries
+        .iter()
+        .zip(deliveries)
+        .map(|(r, d)| {
+            json!({
+                "id": r.id,
+                "endpoint_id": r.endpoint_id,
+                "status": d.map(|d| d.status),
+            })
+        })
+        .collect();
+    let payload: Value = serde_json::from_str(event.payload.get())
+        .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": event.id,
+        "type": event.event_type,
+        "tenant": event.tenant,
+        "payload": payload,
+        "received_at": rfc3339(event.received_at),
+        "deliveries": deliveries,
+    })))
+}

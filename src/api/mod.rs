@@ -1,0 +1,184 @@
+//! The HTTP API (actix-web): ingest, endpoints, deliveries, health. Handlers mirror the
+//! resources (`events`, `endpoints`, `deliveries`); they validate input completely before anything
+//! is stored, so a bad request never changes state, and every error is JSON ([`ApiError`]).
+
+mod auth;
+mod deliveries;
+mod endpoints;
+pub mod error;
+mod events;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+pub use auth::Tokens;
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::dispatch::{Router, Supervisor};
+use crate::storage::Store;
+
+/// Everything a handler needs; one per process, shared by every worker.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub router: Arc<Router>,
+    pub tokens: Tokens,
+    /// Set once recovery has rebuilt every endpoint actor; until then `/v1` answers 503.
+    pub ready: AtomicBool,
+    /// Set on SIGTERM/SIGINT: intake stops while in-flight work finishes.
+    pub stopping: AtomicBool,
+    /// Filled in once recovery has started it.
+    pub supervisor: parking_lot::RwLock<Option<Addr<Supervisor>>>,
+}
+
+impl AppState {
+    fn supervisor(&self) -> Result<Addr<Supervisor>, ApiError> {
+        self.supervisor
+            .read()
+            .clone()
+            .ok_or_else(|| ApiError::unavailable("not_ready", "hookd is still recovering"))
+    }
+
+    fn check_serving(&self) -> Result<(), ApiError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(ApiError::unavailable(
+                "shutting_down",
+                "hookd is shutting down",
+            ));
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(ApiError::unavailable(
+                "not_ready",
+                "hookd is still recovering",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/v1/events", web::post().to(events::ingest))
+        .route("/v1/events/batch", web::post().to(events::ingest_batch))
+        .route("/v1/events/{id}", web::get().to(events::get))
+        .route("/v1/endpoints", web::post().to(endpoints::create))
+        .route("/v1/endpoints", web::get().to(endpoints::list))
+        .route("/v1/endpoints/{id}", web::get().to(endpoints::get))
+        .route("/v1/endpoints/{id}", web::patch().to(endpoints::patch))
+        .route("/v1/endpoints/{id}", web::delete().to(endpoints::delete))
+        .route("/v1/endpoints/{id}/pause", web::post().to(endpoints::pause))
+        .route(
+            "/v1/endpoints/{id}/resume",
+            web::post().to(endpoints::resume),
+        )
+        .route("/v1/deliveries/{id}", web::get().to(deliveries::get))
+        .route(
+            "/v1/deliveries/{id}/retry",
+            web::post().to(deliveries::retry),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.check_serving()?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {} {}", req.method(), req.path()),
+    )
+    .error_response()
+}
+
+/// Reads a JSON request body of at most `limit` bytes.
+async fn read_json_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("Content-Type must be application/json, not {mime:?}"),
+            ));
+        }
+    }
+    let too_large = || ApiError::too_large(format!("request body is larger than {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses JSON into `T`; the error names the field at fault (`events[2].type: …`).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body is empty; expected a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let code = if inner.is_data() {
+            "invalid_field"
+        } else {
+            "invalid_json"
+        };
+        let field = match (context.is_empty(), path.as_str()) {
+            (true, _) if !inner.is_data() => String::new(),
+            (false, _) if !inner.is_data() => format!("{context}: "),
+            (true, ".") => String::new(),
+            (true, p) => format!("{p}: "),
+            (false, ".") => format!("{context}: "),
+            (false, p) => format!("{context}.{p}: "),
+        };
+        ApiError::bad_request(code, format!("{field}{inner}"))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    Ok(value)
+}
+
+/// A path id of the expected kind, or 404 (an id of the wrong form names nothing).
+fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("{what} {raw:?}")))
+}

@@ -1,0 +1,373 @@
+//! Configuration: the figment layers (compiled-in defaults ← TOML file ← `HOOKD_*` environment),
+//! and the checks that a value is usable. This is the only module that reads environment
+//! variables or configuration files; everything else receives a validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration; it is also the lowest configuration layer, so the file
+/// users read and the defaults hookd runs with cannot drift apart.
+pub const DEFAULT_TOML: &str = include_str!("../config/hookd.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(Box<figment::Error>),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Figment(Box::new(e))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub delivery: DeliveryConfig,
+    pub events: EventsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub admin_tokens: Vec<String>,
+    pub ingest_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "admin_tokens",
+                &format_args!("[{} redacted]", self.admin_tokens.len()),
+            )
+            .field(
+                "ingest_tokens",
+                &format_args!("[{} redacted]", self.ingest_tokens.len()),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub sync: bool,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub retry_schedule: Vec<HumanDuration>,
+    pub retry_jitter: f64,
+    pub max_concurrency: u32,
+    pub max_endpoints_per_tenant: u32,
+    pub signature_header: String,
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
+    pub allow_http: bool,
+    pub allow_private_networks: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    pub types: Vec<String>,
+    pub max_payload_bytes: usize,
+    pub max_batch_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A duration written as a humantime string ("30s", "5m") wherever it is read or shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+impl Config {
+    /// Loads defaults ← file ← environment. `file` is `--config`; without it `$HOOKD_CONFIG`, then
+    /// `config/hookd.toml` when it exists.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file: Option<PathBuf> = match file {
+            Some(f) => Some(f.to_path_buf()),
+            None => match std::env::var_os("HOOKD_CONFIG") {
+                Some(f) => Some(PathBuf::from(f)),
+                None => {
+                    let local = PathBuf::from("config/hookd.toml");
+                    local.exists().then_some(local)
+                }
+            },
+        };
+        if let Some(f) = &file {
+            if !f.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("{} is not a readable file", f.display()),
+                });
+            }
+        }
+        Self::from_figment(Self::figment(file.as_deref()))
+    }
+
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(f) = file {
+            figment = figment.merge(Toml::file(f));
+        }
+        figment.merge(
+            Env::prefixed("HOOKD_")
+                .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
+                .split("__"),
+        )
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone, as tests and benches start from them.
+    pub fn defaults() -> Config {
+        // invariant: DEFAULT_TOML is compiled in and covered by the `defaults_parse` test.
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML))).expect("default config")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        let d = &self.delivery;
+        if !(0.0..=1.0).contains(&d.retry_jitter) || d.retry_jitter.is_nan() {
+            return invalid("delivery.retry_jitter", "must be between 0 and 1");
+        }
+        if d.max_concurrency == 0 || d.max_concurrency > 1024 {
+            return invalid("delivery.max_concurrency", "must be between 1 and 1024");
+        }
+        if d.max_endpoints_per_tenant == 0 {
+            return invalid("delivery.max_endpoints_per_tenant", "must be at least 1");
+        }
+        if d.timeout.is_zero() {
+            return invalid("delivery.timeout", "must be greater than 0");
+        }
+        if d.retry_schedule.len() > 50 {
+            return invalid("delivery.retry_schedule", "has more than 50 entries");
+        }
+        if d.retry_schedule.iter().any(|x| x.0 > MAX_RETRY_DELAY) {
+            return invalid("delivery.retry_schedule", "a delay is longer than 30 days");
+        }
+        if reqwest::header::HeaderName::from_bytes(d.signature_header.as_bytes()).is_err() {
+            return invalid(
+                "delivery.signature_header",
+                "is not a valid HTTP header name",
+            );
+        }
+        for t in &self.events.types {
+            if let Err(message) = crate::model::check_identifier(t) {
+                return invalid("events.types", &format!("{t:?}: {message}"));
+            }
+        }
+        if self.events.max_payload_bytes == 0 {
+            return invalid("events.max_payload_bytes", "must be at least 1");
+        }
+        if self.events.max_batch_bytes < self.events.max_payload_bytes {
+            return invalid(
+                "events.max_batch_bytes",
+                "must be at least events.max_payload_bytes",
+            );
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return invalid("storage.path", "must not be empty");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", &e.to_string());
+        }
+        for (key, tokens) in [
+            ("auth.admin_tokens", &self.auth.admin_tokens),
+            ("auth.ingest_tokens", &self.auth.ingest_tokens),
+        ] {
+            if tokens.iter().any(|t| t.len() < 8) {
+                return invalid(key, "every token must be at least 8 characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML with every token replaced by "***".
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        for t in masked
+            .auth
+            .admin_tokens
+            .iter_mut()
+            .chain(masked.auth.ingest_tokens.iter_mut())
+        {
+            *t = "***".to_string();
+        }
+        // invariant: every field is TOML-representable (no maps with non-string keys, no None).
+        toml_string(&masked)
+    }
+
+    pub fn retry_schedule(&self) -> Vec<Duration> {
+        self.delivery.retry_schedule.iter().map(|d| d.0).collect()
+    }
+}
+
+/// Longest single delay a retry schedule may hold.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn toml_string(config: &Config) -> String {
+    serde_json::to_value(config)
+        .map(|v| render_toml(&v))
+        .unwrap_or_default()
+}
+
+/// Renders the two-level configuration object as TOML sections; figment carries no TOML writer.
+fn render_toml(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let root = value.as_object().cloned().unwrap_or_default();
+    for (section, body) in root {
+        out.push_str(&format!("[{section}]\n"));
+        if let Some(map) = body.as_object() {
+            for (k, v) in map {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::defaults();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8470");
+        assert_eq!(c.storage.path, PathBuf::from("./data"));
+        assert!(c.storage.sync);
+        assert_eq!(c.storage.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            c.retry_schedule(),
+            [60, 300, 1800, 7200, 86400].map(Duration::from_secs)
+        );
+        assert_eq!(c.delivery.max_concurrency, 16);
+        assert_eq!(c.events.max_payload_bytes, 262144);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                "[delivery]\ntimeout = \"5s\"\nmax_concurrency = 3\n",
+            )?;
+            jail.set_env("HOOKD_DELIVERY__MAX_CONCURRENCY", "7");
+            jail.set_env("HOOKD_DELIVERY__RETRY_SCHEDULE", r#"["1s","250ms"]"#);
+            jail.set_env("HOOKD_CONFIG", "ignored-by-the-env-layer.toml");
+            let c = Config::from_figment(Config::figment(Some(Path::new("h.toml")))).unwrap();
+            assert_eq!(c.delivery.timeout, Duration::from_secs(5));
+            assert_eq!(c.delivery.max_concurrency, 7);
+            assert_eq!(
+                c.retry_schedule(),
+                vec![Duration::from_secs(1), Duration::from_millis(250)]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("h.toml", "[delivery]\ntimeuot = \"5s\"\n")?;
+            let e = Config::from_figment(Config::figment(Some(Path::new("h.toml"))))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("timeuot"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("HOOKD_SERVR__LISTEN", "127.0.0.1:1");
+            let e = Config::from_figment(Config::figment(None))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("servr"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HOOKD_DELIVERY__TIMEOUT", "soon");
+            let e = Config::from_figment(Config::figment(None))
+                .unwrap_err()
+                .to_string();
+            assert!(e.to_lowercase().contains("delivery.timeout"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("HOOKD_DELIVERY__RETRY_JITTER", "1.5");
+            let e = Config::from_figment(Config::figment(None))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("delivery.retry_jitter"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn masked_toml_hides_tokens() {
+        let mut c = Config::defaults();
+        c.auth.admin_tokens = vec!["super-secret-token".into()];
+        let text = c.to_masked_toml();
+        assert!(!text.contains("super-secret-token"));
+        assert!(text.contains("***"));
+        assert!(text.contains("[delivery]"));
+    }
+}

@@ -1,0 +1,340 @@
+//! Sending one attempt: the shared HTTP client (rustls, no redirects, per-attempt timeout,
+//! bounded response reads), the request exactly as API.md §6 describes it, and the
+//! classification of what came back into an [`AttemptOutcome`] before anyone decides on retries.
+
+pub mod signing;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+
+use crate::model::Secret;
+
+/// Most response bytes read from a receiver; the rest is never read.
+pub const MAX_RESPONSE_READ: usize = 64 * 1024;
+/// Most response bytes kept in the attempt record.
+pub const MAX_RESPONSE_KEPT: usize = 1024;
+/// Longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// What one attempt came to, decided before any retry logic looks at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx within the timeout.
+    Success {
+        status: u16,
+    },
+    /// Any other status, 3xx included: redirects are not followed.
+    HttpStatus {
+        status: u16,
+    },
+    Timeout,
+    Connect(String),
+    Other(String),
+}
+
+impl AttemptOutcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptOutcome::Success { .. })
+    }
+
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            AttemptOutcome::Success { status } | AttemptOutcome::HttpStatus { status } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// The attempt record's `error`: `None` on success, else `status 500`, `timeout`,
+    /// `connect: …`.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            AttemptOutcome::Success { .. } => None,
+            AttemptOutcome::HttpStatus { status } if (300..400).contains(status) => {
+                Some(format!("status {status} (redirects are not followed)"))
+            }
+            AttemptOutcome::HttpStatus { status } => Some(format!("status {status}")),
+            AttemptOutcome::Timeout => Some("timeout".into()),
+            AttemptOutcome::Connect(m) => Some(format!("connect: {m}")),
+            AttemptOutcome::Other(m) => Some(m.clone()),
+        }
+    }
+
+    /// The `result` label of `hookd_attempts_total`.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Success { .. } => "success",
+            AttemptOutcome::HttpStatus { status } if (400..500).contains(status) => "http_4xx",
+            AttemptOutcome::HttpStatus { status } if (500..600).contains(status) => "http_5xx",
+            AttemptOutcome::HttpStatus { .. } => "other",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Connect(_) => "connect_error",
+            AttemptOutcome::Other(_) => "other",
+        }
+    }
+}
+
+/// One attempt's result with what the attempt record keeps.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    pub duration: Duration,
+    pub response_body: Option<String>,
+    /// From a 429 or 503 `Retry-After`, capped at [`MAX_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
+}
+
+/// Everything one request needs; borrowed from the endpoint and the delivery.
+pub struct WebhookRequest<'a> {
+    pub url: &'a str,
+    pub signature_header: &'a str,
+    pub secrets: Vec<&'a Secret>,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub attempt: u32,
+    /// Shared by every attempt of one event; cloning it is a reference count.
+    pub body: bytes::Bytes,
+    pub static_headers: Option<&'a BTreeMap<String, String>>,
+    pub timeout: Duration,
+    /// Unix seconds for `webhook-timestamp`.
+    pub timestamp: i64,
+}
+
+/// The one HTTP client of the process; cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new() -> Result<Sender, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hookd/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Sender { client })
+    }
+
+    pub fn headers(req: &WebhookRequest<'_>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(extra) = req.static_headers {
+            for (k, v) in extra {
+                if let (Ok(k), Ok(v)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
+                    h.insert(k, v);
+                }
+            }
+        }
+        let body = &req.body[..];
+        let mut set = |name: &str, value: String| {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), value.try_into()) {
+                h.insert(k, v);
+            }
+        };
+        if let Some(current) = req.secrets.first() {
+            set(req.signature_header, signing::hex_signature(current, body));
+        }
+        set("X-Webhook-Id", req.event_id.to_string());
+        set("X-Webhook-Event", req.event_type.to_string());
+        set("X-Webhook-Attempt", req.attempt.to_string());
+        set("webhook-id", req.event_id.to_string());
+        set("webhook-timestamp", req.timestamp.to_string());
+        set(
+            "webhook-signature",
+            signing::standard_header(
+                req.secrets.iter().copied(),
+                req.event_id,
+                req.timestamp,
+                body,
+            ),
+        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("hookd/", env!("CARGO_PKG_VERSION"))),
+        );
+        h
+    }
+
+    /// Sends one attempt; never fails, every problem is an [`AttemptOutcome`].
+    pub async fn send(&self, req: WebhookRequest<'_>) -> AttemptReport {
+        let started = Instant::now();
+        let headers = Self::headers(&req);
+        let body = req.body.clone();
+        let result = self
+            .client
+            .post(req.url)
+            .headers(headers)
+            .timeout(req.timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return AttemptReport {
+                    outcome: classify_error(&e),
+                    duration: started.elapsed(),
+                    response_body: None,
+                    retry_after: None,
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = if status == 429 || status == 503 {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+        } else {
+            None
+        };
+        let (body, read_error) = read_limited(response).await;
+        let outcome = match read_error {
+            Some(e) => classify_error(&e),
+            None if (200..300).contains(&status) => AttemptOutcome::Success { status },
+            None => AttemptOutcome::HttpStatus { status },
+        };
+        AttemptReport {
+            outcome,
+            duration: started.elapsed(),
+            response_body: (!body.is_empty()).then_some(body),
+            retry_after,
+        }
+    }
+}
+
+/// Reads at most [`MAX_RESPONSE_READ`] bytes and keeps the first [`MAX_RESPONSE_KEPT`] as text.
+async fn read_limited(mut response: reqwest::Response) -> (String, Option<reqwest::Error>) {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut read = 0usize;
+    while read < MAX_RESPONSE_READ {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                let room = MAX_RESPONSE_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return (lossy_prefix(&kept), Some(e)),
+        }
+    }
+    (lossy_prefix(&kept), None)
+}
+
+/// Text of at most [`MAX_RESPONSE_KEPT`] bytes, never cutting a UTF-8 character in two.
+fn lossy_prefix(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut end = text.len().min(MAX_RESPONSE_KEPT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+fn classify_error(e: &reqwest::Error) -> AttemptOutcome {
+    if e.is_timeout() {
+        return AttemptOutcome::Timeout;
+    }
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        cause = e.to_string();
+    }
+    if e.is_connect() {
+        AttemptOutcome::Connect(cause)
+    } else {
+        AttemptOutcome::Other(format!("request: {cause}"))
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = httpdate_parse(value)?;
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+fn httpdate_parse(value: &str) -> Option<std::time::SystemTime> {
+    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is the only form senders must use.
+    let rest = value.split_once(", ")?.1;
+    let mut parts = rest.split(' ');
+    let day = parts.next()?;
+    let month = parts.next()?;
+    let year = parts.next()?;
+    let time = parts.next()?;
+    if parts.next()? != "GMT" {
+        return None;
+    }
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = months.iter().position(|x| *x == month)? + 1;
+    let iso = format!("{year}-{m:02}-{day:0>2}T{time}Z");
+    humantime::parse_rfc3339(&iso).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_classify() {
+        assert_eq!(
+            AttemptOutcome::HttpStatus { status: 500 }.error().unwrap(),
+            "status 500"
+        );
+        assert_eq!(
+            AttemptOutcome::HttpStatus { status: 404 }.result_label(),
+            "http_4xx"
+        );
+        assert_eq!(
+            AttemptOutcome::HttpStatus { status: 302 }.result_label(),
+            "other"
+        );
+        assert!(AttemptOutcome::HttpStatus { status: 302 }
+            .error()
+            .unwrap()
+            .contains("redirect"));
+        assert_eq!(AttemptOutcome::Timeout.error().unwrap(), "timeout");
+        assert_eq!(AttemptOutcome::Success { status: 204 }.error(), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn kept_body_never_splits_a_character() {
+        let s = "é".repeat(600);
+        let kept = lossy_prefix(s.as_bytes());
+        assert!(kept.len() <= MAX_RESPONSE_KEPT);
+        assert!(kept.chars().all(|c| c == 'é'));
+    }
+}

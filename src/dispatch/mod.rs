@@ -1,0 +1,115 @@
+//! Who sends what, when. A [`Supervisor`] actor owns the set of endpoints: it creates, changes
+//! and deletes them (one change at a time) and runs one [`EndpointActor`] per endpoint. Each
+//! endpoint actor owns that endpoint's pending deliveries: its ready queue and retry timers, its
+//! in-flight count (≤ `max_concurrency`) and its paused flag; it is the only writer of those
+//! deliveries. The [`Router`] is the read side shared with the API: which endpoints an event
+//! goes to and where each actor's mailbox is, so ingest never waits on the supervisor.
+//!
+//! Endpoint actors are spread over one arbiter (thread) per core, so a busy endpoint cannot hold
+//! up the others; every storage call they make runs on the blocking pool.
+
+mod endpoint;
+pub mod retry;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::Addr;
+use parking_lot::RwLock;
+
+pub use endpoint::{EndpointActor, Enqueue, RetryDelivery, RetryOutcome};
+pub use supervisor::{
+    start, CancelOrphans, ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange,
+    Recovered, Supervisor,
+};
+
+use crate::config::Config;
+use crate::delivery::Sender;
+use crate::model::{EndpointId, EndpointSpec};
+use crate::storage::{StorageError, Store};
+
+/// What every actor needs; shared, never mutated.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub sender: Sender,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointChangeError {
+    #[error("no endpoint {0}")]
+    NotFound(EndpointId),
+    #[error("tenant {tenant} already has {max} endpoints (delivery.max_endpoints_per_tenant)")]
+    Limit { tenant: String, max: u32 },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+struct Route {
+    id: EndpointId,
+    spec: Arc<EndpointSpec>,
+}
+
+#[derive(Default)]
+struct RouterInner {
+    actors: HashMap<EndpointId, Addr<EndpointActor>>,
+    by_tenant: HashMap<String, Vec<Route>>,
+}
+
+/// Endpoint id → actor, and tenant → subscriptions. Written only by the supervisor.
+#[derive(Default)]
+pub struct Router {
+    inner: RwLock<RouterInner>,
+}
+
+impl Router {
+    /// The endpoints of `tenant` subscribed to `event_type`.
+    pub fn route(&self, tenant: &str, event_type: &str) -> Vec<EndpointId> {
+        let inner = self.inner.read();
+        inner
+            .by_tenant
+            .get(tenant)
+            .map(|routes| {
+                routes
+                    .iter()
+                    .filter(|r| r.spec.subscribes_to(event_type))
+                    .map(|r| r.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn actor(&self, id: EndpointId) -> Option<Addr<EndpointActor>> {
+        self.inner.read().actors.get(&id).cloned()
+    }
+
+    pub fn endpoint_count(&self, tenant: &str) -> usize {
+        self.inner
+            .read()
+            .by_tenant
+            .get(tenant)
+            .map_or(0, |r| r.len())
+    }
+
+    fn insert(&self, id: EndpointId, spec: Arc<EndpointSpec>, addr: Addr<EndpointActor>) {
+        let mut inner = self.inner.write();
+        inner.actors.insert(id, addr);
+        let routes = inner.by_tenant.entry(spec.tenant.clone()).or_default();
+        routes.retain(|r| r.id != id);
+        routes.push(Route { id, spec });
+    }
+
+    fn remove(&self, id: EndpointId, tenant: &str) -> Option<Addr<EndpointActor>> {
+        let mut inner = self.inner.write();
+        if let Some(routes) = inner.by_tenant.get_mut(tenant) {
+            routes.retain(|r| r.id != id);
+            if routes.is_empty() {
+                inner.by_tenant.remove(tenant);
+            }
+        }
+        inner.actors.remove(&id)
+    }
+}

@@ -1,0 +1,304 @@
+//! [`Supervisor`]: rebuilds every endpoint actor from storage at start, then owns the endpoint
+//! set. Endpoint changes are handled one at a time (atomic responses), so the per-tenant limit
+//! and read-modify-write changes cannot race.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::endpoint::{Delete, Reconfigure};
+use super::{EndpointActor, EndpointChangeError, Router, Shared};
+use crate::model::{
+    now_millis, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EndpointSpec, EndpointStatus,
+    Secret, SigningSecret, UnixMillis,
+};
+use crate::storage::StorageError;
+
+/// How often finished records older than `storage.retention` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    /// One arbiter (thread) per core; endpoint actors are placed round-robin.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovered {
+    pub endpoints: usize,
+    pub pending: usize,
+    pub orphans_cancelled: usize,
+}
+
+/// Reads every endpoint and pending delivery, starts one actor per endpoint and the supervisor.
+pub async fn start(
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+) -> Result<(Addr<Supervisor>, Recovered), StorageError> {
+    let (endpoints, due) = shared
+        .store
+        .call(|s| Ok((s.list_endpoints()?, s.due_entries()?)))
+        .await?;
+    let mut pending: HashMap<EndpointId, Vec<(UnixMillis, DeliveryId)>> = HashMap::new();
+    let total = due.len();
+    for entry in due {
+        pending
+            .entry(entry.endpoint)
+            .or_default()
+            .push((entry.due, entry.delivery));
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
+    let mut supervisor = Supervisor {
+        shared: shared.clone(),
+        router,
+        arbiters,
+        next_arbiter: 0,
+    };
+    let recovered_endpoints = endpoints.len();
+    for endpoint in endpoints {
+        let mine = pending.remove(&endpoint.id).unwrap_or_default();
+        supervisor.spawn_actor(Arc::new(endpoint), mine);
+    }
+    // Due entries whose endpoint is gone: it was deleted before its actor finished cancelling.
+    let orphans: Vec<(DeliveryId, UnixMillis)> = pending
+        .into_values()
+        .flatten()
+        .map(|(due, id)| (id, due))
+        .collect();
+    let orphans_cancelled = orphans.len();
+    if !orphans.is_empty() {
+        shared.store.call(move |s| cancel(s, &orphans)).await?;
+    }
+    let addr = supervisor.start();
+    Ok((
+        addr,
+        Recovered {
+            endpoints: recovered_endpoints,
+            pending: total - orphans_cancelled,
+            orphans_cancelled,
+        },
+    ))
+}
+
+fn cancel(
+    store: &crate::storage::Store,
+    entries: &[(DeliveryId, UnixMillis)],
+) -> Result<(), StorageError> {
+    let ids: Vec<DeliveryId> = entries.iter().map(|(id, _)| *id).collect();
+    let now = now_millis();
+    let mut updates = Vec::new();
+    for (found, (_, due)) in store.get_deliveries(&ids)?.into_iter().zip(entries) {
+        if let Some(mut d) = found {
+            d.status = DeliveryStatus::Cancelled;
+            d.next_attempt_at = None;
+            d.updated_at = now;
+            updates.push((d, Some(*due)));
+        }
+    }
+    store.update_deliveries(&updates)
+}
+
+impl Supervisor {
+    fn spawn_actor(&mut self, endpoint: Arc<Endpoint>, pending: Vec<(UnixMillis, DeliveryId)>) {
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter += 1;
+        let shared = self.shared.clone();
+        let actor_endpoint = endpoint.clone();
+        let addr = EndpointActor::start_in_arbiter(arbiter, move |_| {
+            EndpointActor::new(actor_endpoint, shared, pending)
+        });
+        self.router
+            .insert(endpoint.id, Arc::new(endpoint.spec.clone()), addr);
+    }
+
+    fn prune(&mut self, ctx: &mut Context<Self>) {
+        let retention = self.shared.config.storage.retention;
+        let cutoff = now_millis() - retention.as_millis() as i64;
+        let store = self.shared.store.clone();
+        ctx.spawn(
+            async move {
+                let mut total = 0;
+                loop {
+                    match store.call(move |s| s.prune(cutoff, 1000)).await {
+                        Ok(0) => break,
+                        Ok(n) => total += n,
+                        Err(e) => {
+                            tracing::error!(error = %e, "pruning failed");
+                            break;
+                        }
+                    }
+                }
+                if total > 0 {
+                    tracing::info!(events = total, "pruned events past retention");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.prune(ctx);
+        ctx.run_interval(PRUNE_EVERY, |act, ctx| act.prune(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Creates an endpoint with a fresh secret; the reply carries the secret, once.
+#[derive(Message)]
+#[rtype(result = "Result<(Endpoint, Secret), EndpointChangeError>")]
+pub struct CreateEndpoint(pub EndpointSpec);
+
+impl Handler<CreateEndpoint> for Supervisor {
+    type Result = AtomicResponse<Self, Result<(Endpoint, Secret), EndpointChangeError>>;
+
+    fn handle(&mut self, msg: CreateEndpoint, _: &mut Context<Self>) -> Self::Result {
+        let spec = msg.0;
+        let max = self.shared.config.delivery.max_endpoints_per_tenant;
+        if self.router.endpoint_count(&spec.tenant) >= max as usize {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(EndpointChangeError::Limit {
+                tenant: spec.tenant,
+                max,
+            }))));
+        }
+        let now = now_millis();
+        let secret = Secret::generate();
+        let endpoint = Endpoint {
+            id: EndpointId::new(),
+            spec,
+            status: EndpointStatus::Active,
+            created_at: now,
+            updated_at: now,
+            secrets: vec![SigningSecret {
+                secret: secret.clone(),
+                expires_at: None,
+            }],
+        };
+        let store = self.shared.store.clone();
+        let stored = endpoint.clone();
+        let write = async move { store.call(move |s| s.put_endpoint(&stored)).await };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            move |written, act, _| {
+                written?;
+                tracing::info!(endpoint = %endpoint.id, tenant = %endpoint.spec.tenant, "endpoint created");
+                act.spawn_actor(Arc::new(endpoint.clone()), Vec::new());
+                Ok((endpoint, secret))
+            },
+        )))
+    }
+}
+
+/// Changes one endpoint's stored record with `change`, then hands the result to its actor.
+pub type EndpointChange = Box<dyn FnOnce(&mut Endpoint) -> Result<(), EndpointChangeError> + Send>;
+
+#[derive(Message)]
+#[rtype(result = "Result<Endpoint, EndpointChangeError>")]
+pub struct ChangeEndpoint {
+    pub id: EndpointId,
+    pub change: EndpointChange,
+}
+
+impl Handler<ChangeEndpoint> for Supervisor {
+    type Result = AtomicResponse<Self, Result<Endpoint, EndpointChangeError>>;
+
+    fn handle(&mut self, msg: ChangeEndpoint, _: &mut Context<Self>) -> Self::Result {
+        let store = self.shared.store.clone();
+        let id = msg.id;
+        let write = async move {
+            store
+                .call(move |s| {
+                    let Some(mut endpoint) = s.get_endpoint(id)? else {
+                        return Ok(Err(EndpointChangeError::NotFound(id)));
+                    };
+                    if let Err(e) = (msg.change)(&mut endpoint) {
+                        return Ok(Err(e));
+                    }
+                    endpoint.updated_at = now_millis();
+                    s.put_endpoint(&endpoint)?;
+                    Ok(Ok(endpoint))
+                })
+                .await
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            move |written, act, _| {
+                let endpoint = written??;
+                let shared = Arc::new(endpoint.clone());
+                if let Some(addr) = act.router.actor(id) {
+                    act.router
+                        .insert(id, Arc::new(endpoint.spec.clone()), addr.clone());
+                    addr.do_send(Reconfigure(shared));
+                }
+                Ok(endpoint)
+            },
+        )))
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), EndpointChangeError>")]
+pub struct DeleteEndpoint(pub EndpointId);
+
+impl Handler<DeleteEndpoint> for Supervisor {
+    type Result = AtomicResponse<Self, Result<(), EndpointChangeError>>;
+
+    fn handle(&mut self, msg: DeleteEndpoint, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.0;
+        let store = self.shared.store.clone();
+        let write = async move {
+            store
+                .call(move |s| {
+                    let Some(endpoint) = s.get_endpoint(id)? else {
+                        return Ok(None);
+                    };
+                    s.delete_endpoint(id)?;
+                    Ok(Some(endpoint))
+                })
+                .await
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            move |deleted, act, _| {
+                let endpoint = deleted?.ok_or(EndpointChangeError::NotFound(id))?;
+                if let Some(addr) = act.router.remove(id, &endpoint.spec.tenant) {
+                    addr.do_send(Delete);
+                }
+                tracing::info!(endpoint = %id, "endpoint deleted");
+                Ok(())
+            },
+        )))
+    }
+}
+
+/// Deliveries stored for an endpoint deleted while they were being ingested: (id, due).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelOrphans(pub Vec<(DeliveryId, UnixMillis)>);
+
+impl Handler<CancelOrphans> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelOrphans, ctx: &mut Context<Self>) {
+        let store = self.shared.store.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = store.call(move |s| cancel(s, &msg.0)).await {
+                    tracing::error!(error = %e, "cannot cancel deliveries of a deleted endpoint");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! hookd: a webhook dispatcher. Programs hand it events over a local HTTP API; it stores them
+//! durably in RocksDB, fans each out to every endpoint of the tenant subscribed to its type,
+//! signs every request (a hex HMAC header and Standard Webhooks headers), and delivers with a
+//! per-endpoint concurrency limit and a retry schedule. An acknowledged event survives a crash
+//! at any instant.
+//!
+//! # Layout
+//!
+//! - [`config`]: figment layers (defaults ← file ← `HOOKD_*`), validation.
+//! - [`model`]: endpoints, events, deliveries, attempts, ids, the redacted [`model::Secret`].
+//! - [`canonical`]: the exact body bytes receivers get (JavaScript's `JSON.stringify` form).
+//! - [`storage`]: the [`storage::Store`], the only code that touches RocksDB; group commit.
+//! - [`dispatch`]: the supervisor and one actor per endpoint; queues, timers, concurrency.
+//! - [`delivery`]: the HTTP client, request signing, outcome classification.
+//! - [`api`]: the actix-web handlers, auth, JSON errors.
+//!
+//! [`run`] is the one seam both `main` and the tests use: it serves on a listener the caller
+//! bound, and returns once `shutdown` resolves and the server has stopped.
+
+pub mod api;
+pub mod canonical;
+pub mod config;
+pub mod delivery;
+pub mod dispatch;
+pub mod model;
+pub mod storage;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::api::{AppState, Tokens};
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::delivery::Sender;
+use crate::dispatch::{Router, Shared};
+use crate::storage::{StorageError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("admin token file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("HTTP server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// Sends logs to stderr, as text or one JSON object per line.
+pub fn init_logging(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The admin token hookd uses when none is configured: read from `<data>/admin.token`, or
+/// generated once and written there with mode 0600.
+fn generated_admin_token(data: &Path) -> Result<String, RunError> {
+    let path = data.join("admin.token");
+    let err = |source| RunError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_string();
+        if token.len() >= 16 {
+            tracing::info!(path = %path.display(), "no admin token configured; using the one in the token file");
+            return Ok(token);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let token = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(err)?;
+    file.write_all(token.as_bytes()).map_err(err)?;
+    file.write_all(b"\n").map_err(err)?;
+    file.sync_all().map_err(err)?;
+    tracing::info!(path = %path.display(), "no admin token configured; generated one and wrote it to the token file");
+    Ok(token)
+}
+
+/// Runs hookd on `listener` until `shutdown` resolves. Must be called inside an actix system.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let store = Store::open(&config.storage.path, config.storage.sync)?;
+    let mut admin_tokens = config.auth.admin_tokens.clone();
+    if admin_tokens.is_empty() {
+        admin_tokens.push(generated_admin_token(&config.storage.path)?);
+    }
+    let tokens = Tokens::new(&admin_tokens, &config.auth.ingest_tokens);
+    let router = Arc::new(Router::default());
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        store: store.clone(),
+        sender: Sender::new()?,
+    });
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+        router: router.clone(),
+        tokens,
+        ready: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        supervisor: parking_lot::RwLock::new(None),
+    });
+
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .configure(api::routes)
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(config.server.shutdown_grace.as_secs().max(1))
+    .run();
+    let server_handle = server.handle();
+    let server_task = actix_rt::spawn(server);
+
+    let (supervisor, recovered) = dispatch::start(shared, router).await?;
+    *state.supervisor.write() = Some(supervisor.clone());
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(
+        endpoints = recovered.endpoints,
+        pending = recovered.pending,
+        cancelled_orphans = recovered.orphans_cancelled,
+        "recovery finished; ready"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    state.stopping.store(true, Ordering::Release);
+    server_handle.stop(true).await;
+    let _ = server_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

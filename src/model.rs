@@ -1,0 +1,358 @@
+//! The records hookd stores and serves: endpoints, events, deliveries, attempts; their ids;
+//! the endpoint [`Secret`], whose Debug and Display never show it. Pure data with no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use ulid::Ulid;
+
+use crate::config::HumanDuration;
+
+/// Milliseconds since the Unix epoch; every stored time uses it.
+pub type UnixMillis = i64;
+
+pub fn now_millis() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 in UTC with milliseconds, as every API response writes times.
+pub fn rfc3339(ms: UnixMillis) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn serialize_rfc3339<S: Serializer>(ms: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ms))
+}
+
+pub fn serialize_opt_rfc3339<S: Serializer>(
+    ms: &Option<UnixMillis>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Identifiers (`id`, `type`, `tenant`): 1–128 characters of `A-Z a-z 0-9 _ . : -`.
+pub fn check_identifier(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(format!("contains {c:?}; allowed are A-Z a-z 0-9 _ . : -"));
+    }
+    Ok(())
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Ulid);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            pub fn new() -> Self {
+                Self(Ulid::new())
+            }
+
+            pub fn to_bytes(self) -> [u8; 16] {
+                self.0 .0.to_be_bytes()
+            }
+
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                Self(Ulid(u128::from_be_bytes(bytes)))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", $prefix, self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ();
+            fn from_str(s: &str) -> Result<Self, ()> {
+                let rest = s.strip_prefix($prefix).ok_or(())?;
+                Ulid::from_string(rest).map(Self).map_err(|_| ())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse()
+                    .map_err(|_| serde::de::Error::custom(format!("invalid id {s:?}")))
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// `ep_<ulid>`.
+    EndpointId,
+    "ep_"
+);
+prefixed_id!(
+    /// `dlv_<ulid>`; time-ordered, so a key range of them is a time range.
+    DeliveryId,
+    "dlv_"
+);
+prefixed_id!(
+    /// The storage key of an event: assigned at receipt, time-ordered, so retention pruning
+    /// walks events oldest first. Users address events by (tenant, id) instead.
+    EventKey,
+    "evk_"
+);
+
+/// An endpoint's signing secret: `whsec_` + base64 of 32 random bytes. Debug and Display print
+/// `Secret(***)`, so no log line or error can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn generate() -> Secret {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        Secret(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
+    /// The secret as the receiver holds it; only create/rotate responses and signing use this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The Standard Webhooks key: the base64-decoded part after `whsec_`.
+    pub fn standard_key(&self) -> Vec<u8> {
+        let b64 = self.0.strip_prefix("whsec_").unwrap_or(&self.0);
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_else(|_| b64.as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Stored form only: storage serializes secrets, API views never include this type.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// What a user may set on an endpoint, as given (unset options fall back to `[delivery]`).
+/// PATCH merges its fields over this and validates the result like a create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    pub tenant: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule: Option<Vec<HumanDuration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl EndpointSpec {
+    pub fn subscribes_to(&self, event_type: &str) -> bool {
+        self.event_types.iter().any(|t| t == "*" || t == event_type)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointStatus {
+    Active,
+    Paused,
+}
+
+/// A signing secret together with when it stops signing (`None`: the current one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningSecret {
+    pub secret: Secret,
+    pub expires_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub spec: EndpointSpec,
+    pub status: EndpointStatus,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    /// The current secret first, then rotated-out ones still inside their overlap.
+    pub secrets: Vec<SigningSecret>,
+}
+
+impl Endpoint {
+    /// The secrets that sign a request sent at `now`.
+    pub fn signing_secrets(&self, now: UnixMillis) -> impl Iterator<Item = &Secret> {
+        self.secrets
+            .iter()
+            .filter(move |s| s.expires_at.is_none_or(|t| t > now))
+            .map(|s| &s.secret)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, DeliveryStatus::Pending)
+    }
+}
+
+/// One event to one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub endpoint_id: EndpointId,
+    pub event_key: EventKey,
+    pub event_id: String,
+    pub event_type: String,
+    pub tenant: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far; the next request carries `X-Webhook-Attempt: attempts + 1`.
+    pub attempts: u32,
+    /// Failed attempts counted against the retry schedule since the last (re)queue; `retry` and
+    /// `recover` reset it, the attempt count goes on.
+    pub retries_used: u32,
+    pub next_attempt_at: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// The result of one HTTP attempt, as stored and shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub n: u32,
+    pub at: UnixMillis,
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+/// Where one event went: kept in the event record so `GET /v1/events/{id}` lists them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryRef {
+    pub id: DeliveryId,
+    pub endpoint_id: EndpointId,
+}
+
+/// An event as stored: the payload is kept as the exact body every attempt sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub key: EventKey,
+    pub id: String,
+    pub tenant: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub received_at: UnixMillis,
+    pub deliveries: Vec<DeliveryRef>,
+    pub payload: Box<RawValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        assert!(check_identifier("prop_abc123").is_ok());
+        assert!(check_identifier("visitor.blocked").is_ok());
+        assert!(check_identifier("a:b-c").is_ok());
+        assert!(check_identifier("").is_err());
+        assert!(check_identifier(&"x".repeat(129)).is_err());
+        assert!(check_identifier(&"x".repeat(128)).is_ok());
+        assert!(check_identifier("a b").is_err());
+        assert!(check_identifier("é").is_err());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let id = EndpointId::new();
+        let s = id.to_string();
+        assert!(s.starts_with("ep_"));
+        assert_eq!(s.parse::<EndpointId>(), Ok(id));
+        assert_eq!(EndpointId::from_bytes(id.to_bytes()), id);
+        assert!("dlv_01H".parse::<DeliveryId>().is_err());
+        assert!(s.parse::<DeliveryId>().is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let s = Secret::generate();
+        assert!(s.expose().starts_with("whsec_"));
+        assert_eq!(s.standard_key().len(), 32);
+        assert!(!format!("{s:?} {s}").contains(s.expose()));
+    }
+}

@@ -1,0 +1,57 @@
+//! Durable state. [`Store`] is the only storage API; [`rocks`] is the only file that imports
+//! RocksDB. Records live in one column family per kind (see [`keys`]).
+//!
+//! Invariants:
+//! - an event, its idempotency key, its deliveries and their due entries are written in one
+//!   `WriteBatch`, fsync'd when `storage.sync`, before ingest is acknowledged; concurrent ingests
+//!   share one write and one fsync ([`Store::ingest`], group commit);
+//! - a delivery is pending exactly when it has one entry in `due`; a final status removes it;
+//! - attempt results are written without fsync: a crash may forget the last attempts, which are
+//!   then simply made again.
+//!
+//! Every method but [`Store::ingest`] blocks on disk; async callers go through [`Store::call`].
+
+pub mod keys;
+mod rocks;
+
+pub use rocks::Store;
+
+use crate::model::{Delivery, DeliveryId, EndpointId, Event, UnixMillis};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("data directory {path} is in use by another hookd")]
+    InUse { path: String },
+    #[error("storage: {0}")]
+    Engine(String),
+    #[error("storage: corrupt record in {cf}: {message}")]
+    Corrupt { cf: &'static str, message: String },
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+/// An event ready to be stored with the deliveries routing gave it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: Event,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// What ingest did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored durably with this many deliveries.
+    Stored { deliveries: u32 },
+    /// The (tenant, id) was already stored; nothing was written.
+    Duplicate { deliveries: u32 },
+}
+
+/// A pending delivery as the due index knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueEntry {
+    pub endpoint: EndpointId,
+    pub due: UnixMillis,
+    pub delivery: DeliveryId,
+}

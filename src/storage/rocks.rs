@@ -1,0 +1,457 @@
+//! The RocksDB implementation of [`Store`], and its group-commit writer thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::keys::*;
+use super::{DueEntry, IngestOutcome, NewEvent, StorageError};
+use crate::model::{
+    Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event, EventKey,
+    UnixMillis,
+};
+
+/// Most events the group-commit thread folds into one write.
+const MAX_EVENTS_PER_COMMIT: usize = 8192;
+
+/// Cheap to clone; every clone shares one database and one commit thread.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    /// Ingest requests for the commit thread; the thread exits when the last `Store` is dropped.
+    commits: crossbeam_channel::Sender<CommitJob>,
+    sync: bool,
+}
+
+struct CommitJob {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<IngestOutcome>, StorageError>>,
+}
+
+impl From<rocksdb::Error> for StorageError {
+    fn from(e: rocksdb::Error) -> Self {
+        StorageError::Engine(e.into_string())
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the database under `path`, a directory left at mode 0700.
+    pub fn open(path: &Path, sync: bool) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        opts.increase_parallelism(2);
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&opts, path.join("db"), cfs).map_err(|e| {
+            let message = e.into_string();
+            if message.contains("lock") || message.contains("Lock") {
+                StorageError::InUse {
+                    path: path.display().to_string(),
+                }
+            } else {
+                StorageError::Engine(message)
+            }
+        })?;
+        let db = Arc::new(db);
+        let (commits, rx) = crossbeam_channel::unbounded();
+        let thread_db = db.clone();
+        std::thread::Builder::new()
+            .name("hookd-commit".into())
+            .spawn(move || commit_loop(thread_db, rx, sync))?;
+        Ok(Store { db, commits, sync })
+    }
+
+    /// Runs blocking storage work off the async threads.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        F: FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StorageError::Engine(format!("storage task failed: {e}")))?
+    }
+
+    /// Stores events durably, sharing one write (and one fsync) with concurrent callers.
+    /// Resolves only once the write is in the WAL (fsync'd when `storage.sync`).
+    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.commits
+            .send(CommitJob { events, reply })
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    pub fn sync_enabled(&self) -> bool {
+        self.sync
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        // invariant: every name in ALL_CFS is created at open.
+        self.db.cf_handle(name).expect("column family exists")
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.db.get_pinned_cf(self.cf(cf), key)? {
+            Some(bytes) => decode(cf, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    // --- endpoints -------------------------------------------------------------------------
+
+    /// Endpoint changes are rare and must survive power loss: always fsync'd.
+    pub fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_ENDPOINTS),
+            endpoint_key(endpoint.id),
+            encode(endpoint)?,
+        );
+        self.write(batch, true)
+    }
+
+    pub fn delete_endpoint(&self, id: EndpointId) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_ENDPOINTS), endpoint_key(id));
+        self.write(batch, true)
+    }
+
+    pub fn get_endpoint(&self, id: EndpointId) -> Result<Option<Endpoint>, StorageError> {
+        self.get(CF_ENDPOINTS, &endpoint_key(id))
+    }
+
+    pub fn list_endpoints(&self) -> Result<Vec<Endpoint>, StorageError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_ENDPOINTS), IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            out.push(decode(CF_ENDPOINTS, &v)?);
+        }
+        Ok(out)
+    }
+
+    // --- events ----------------------------------------------------------------------------
+
+    pub fn get_event(&self, key: EventKey) -> Result<Option<Event>, StorageError> {
+        self.get(CF_EVENTS, &event_key(key))
+    }
+
+    /// The event a tenant submitted under `id`, if still retained.
+    pub fn find_event(&self, tenant: &str, id: &str) -> Result<Option<Event>, StorageError> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDEMPOTENCY), idempotency_key(tenant, id))?
+        else {
+            return Ok(None);
+        };
+        let (key, _) = decode_idempotency_value(&v).ok_or(StorageError::Corrupt {
+            cf: CF_IDEMPOTENCY,
+            message: "bad value length".into(),
+        })?;
+        self.get_event(key)
+    }
+
+    // --- deliveries ------------------------------------------------------------------------
+
+    pub fn get_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StorageError> {
+        self.get(CF_DELIVERIES, &delivery_key(id))
+    }
+
+    pub fn get_deliveries(
+        &self,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<Option<Delivery>>, StorageError> {
+        let cf = self.cf(CF_DELIVERIES);
+        self.db
+            .batched_multi_get_cf(cf, ids.iter().map(|id| delivery_key(*id)), false)
+            .into_iter()
+            .map(|r| match r? {
+                Some(bytes) => decode(CF_DELIVERIES, &bytes).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    pub fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>, StorageError> {
+        let prefix = delivery_key(id);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_ATTEMPTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(CF_ATTEMPTS, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// What an attempt needs: the delivery and its event (whose payload is the body).
+    pub fn load_for_attempt(
+        &self,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Event)>, StorageError> {
+        let Some(delivery) = self.get_delivery(id)? else {
+            return Ok(None);
+        };
+        let Some(event) = self.get_event(delivery.event_key)? else {
+            return Ok(None);
+        };
+        Ok(Some((delivery, event)))
+    }
+
+    /// Writes a delivery's new state (and the attempt that led to it, if any), moving its due
+    /// entry from `old_due` to `delivery.next_attempt_at` (none once final). No fsync: a lost
+    /// attempt result only means the attempt is made again.
+    pub fn update_delivery(
+        &self,
+        delivery: &Delivery,
+        attempt: Option<&Attempt>,
+        old_due: Option<UnixMillis>,
+    ) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        self.stage_delivery_update(&mut batch, delivery, attempt, old_due)?;
+        self.write(batch, false)
+    }
+
+    /// Several [`Store::update_delivery`] calls in one write.
+    pub fn update_deliveries(
+        &self,
+        updates: &[(Delivery, Option<UnixMillis>)],
+    ) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for (delivery, old_due) in updates {
+            self.stage_delivery_update(&mut batch, delivery, None, *old_due)?;
+        }
+        self.write(batch, false)
+    }
+
+    fn stage_delivery_update(
+        &self,
+        batch: &mut WriteBatch,
+        delivery: &Delivery,
+        attempt: Option<&Attempt>,
+        old_due: Option<UnixMillis>,
+    ) -> Result<(), StorageError> {
+        let due_cf = self.cf(CF_DUE);
+        batch.put_cf(
+            self.cf(CF_DELIVERIES),
+            delivery_key(delivery.id),
+            encode(delivery)?,
+        );
+        if let Some(a) = attempt {
+            batch.put_cf(
+                self.cf(CF_ATTEMPTS),
+                attempt_key(delivery.id, a.n),
+                encode(a)?,
+            );
+        }
+        let new_due = match delivery.status {
+            DeliveryStatus::Pending => delivery.next_attempt_at,
+            _ => None,
+        };
+        if old_due != new_due {
+            if let Some(old) = old_due {
+                batch.delete_cf(due_cf, due_key(delivery.endpoint_id, old, delivery.id));
+            }
+            if let Some(new) = new_due {
+                batch.put_cf(due_cf, due_key(delivery.endpoint_id, new, delivery.id), []);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every pending delivery, in (endpoint, due time) order.
+    pub fn due_entries(&self) -> Result<Vec<DueEntry>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_DUE), IteratorMode::Start) {
+            let (k, _) = item?;
+            let (endpoint, due, delivery) = decode_due_key(&k).ok_or(StorageError::Corrupt {
+                cf: CF_DUE,
+                message: "bad key length".into(),
+            })?;
+            out.push(DueEntry {
+                endpoint,
+                due,
+                delivery,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes events received before `cutoff` whose deliveries are all final, with their
+    /// deliveries, attempts and idempotency keys; at most `limit` events per call.
+    pub fn prune(&self, cutoff: UnixMillis, limit: usize) -> Result<usize, StorageError> {
+        let cutoff_key = EventKey(ulid::Ulid::from_parts(cutoff.max(0) as u64, 0));
+        let mut batch = WriteBatch::default();
+        let mut pruned = 0;
+        for item in self.db.iterator_cf(self.cf(CF_EVENTS), IteratorMode::Start) {
+            let (k, v) = item?;
+            if *k >= event_key(cutoff_key)[..] || pruned >= limit {
+                break;
+            }
+            let event: Event = decode(CF_EVENTS, &v)?;
+            let ids: Vec<DeliveryId> = event.deliveries.iter().map(|d| d.id).collect();
+            let deliveries = self.get_deliveries(&ids)?;
+            if deliveries
+                .iter()
+                .flatten()
+                .any(|d| d.status == DeliveryStatus::Pending)
+            {
+                continue;
+            }
+            for d in deliveries.iter().flatten() {
+                batch.delete_cf(self.cf(CF_DELIVERIES), delivery_key(d.id));
+                batch.delete_range_cf(
+                    self.cf(CF_ATTEMPTS),
+                    attempt_key(d.id, 0),
+                    attempt_key(d.id, u32::MAX),
+                );
+                batch.delete_cf(self.cf(CF_ATTEMPTS), attempt_key(d.id, u32::MAX));
+            }
+            batch.delete_cf(
+                self.cf(CF_IDEMPOTENCY),
+                idempotency_key(&event.tenant, &event.id),
+            );
+            batch.delete_cf(self.cf(CF_EVENTS), &k);
+            pruned += 1;
+        }
+        if pruned > 0 {
+            self.write(batch, false)?;
+        }
+        Ok(pruned)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Engine(format!("encode: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt {
+        cf,
+        message: e.to_string(),
+    })
+}
+
+/// The group-commit writer: takes every ingest request queued while the previous write was
+/// being fsync'd and stores them all with one write. Duplicate checks happen here, on the one
+/// thread that writes idempotency keys, so two concurrent requests with the same id cannot
+/// both be stored.
+fn commit_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<CommitJob>, sync: bool) {
+    let store = Store {
+        db,
+        commits: crossbeam_channel::bounded(0).0,
+        sync,
+    };
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut events = jobs[0].events.len();
+        while events < MAX_EVENTS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => {
+                    events += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = commit(&store, &jobs);
+        match outcome {
+            Ok(per_job) => {
+                for (job, outcomes) in jobs.into_iter().zip(per_job) {
+                    let _ = job.reply.send(Ok(outcomes));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ingest write failed");
+                let message = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(StorageError::Engine(message.clone())));
+                }
+                // A failing disk is retried by the next request; pausing here keeps a tight
+                // loop of doomed writes from flooding the log.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn commit(store: &Store, jobs: &[CommitJob]) -> Result<Vec<Vec<IngestOutcome>>, StorageError> {
+    let mut batch = WriteBatch::default();
+    let mut in_batch: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut results = Vec::with_capacity(jobs.len());
+    let idem_cf = store.cf(CF_IDEMPOTENCY);
+    for job in jobs {
+        let mut outcomes = Vec::with_capacity(job.events.len());
+        for new in &job.events {
+            let ev = &new.event;
+            let idem = idempotency_key(&ev.tenant, &ev.id);
+            if let Some(&n) = in_batch.get(&idem) {
+                outcomes.push(IngestOutcome::Duplicate { deliveries: n });
+                continue;
+            }
+            if let Some(v) = store.db.get_pinned_cf(idem_cf, &idem)? {
+                let n = decode_idempotency_value(&v).map(|(_, n)| n).unwrap_or(0);
+                outcomes.push(IngestOutcome::Duplicate { deliveries: n });
+                continue;
+            }
+            let n = new.deliveries.len() as u32;
+            batch.put_cf(idem_cf, &idem, idempotency_value(ev.key, n));
+            batch.put_cf(store.cf(CF_EVENTS), event_key(ev.key), encode(ev)?);
+            for d in &new.deliveries {
+                batch.put_cf(store.cf(CF_DELIVERIES), delivery_key(d.id), encode(d)?);
+                if let Some(due) = d.next_attempt_at {
+                    batch.put_cf(store.cf(CF_DUE), due_key(d.endpoint_id, due, d.id), []);
+                }
+            }
+            in_batch.insert(idem, n);
+            outcomes.push(IngestOutcome::Stored { deliveries: n });
+        }
+        results.push(outcomes);
+    }
+    if !batch.is_empty() {
+        store.write(batch, store.sync)?;
+    }
+    Ok(results)
+}
