@@ -1,0 +1,418 @@
+//! Test harness: a real `hookd` child process on 127.0.0.1:0 with its RocksDB in a temp dir,
+//! and real HTTP receivers (actix-web, each on its own thread) that record what they get and
+//! answer as the test scripts them to.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+pub const ADMIN: &str = "test-admin-token";
+pub const INGEST: &str = "test-ingest-token";
+
+pub struct Hookd {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    http: reqwest::blocking::Client,
+}
+
+impl Hookd {
+    /// Starts hookd on a fresh data directory; `env` overrides the test defaults.
+    pub fn start(env: &[(&str, &str)]) -> Hookd {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut h = Hookd {
+            child: None,
+            base: String::new(),
+            dir,
+            _temp: Some(temp),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            logs: Arc::new(Mutex::new(Vec::new())),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        h.spawn();
+        h
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookd"));
+        cmd.arg("serve")
+            .current_dir(&self.dir)
+            .env_remove("HOOKD_CONFIG")
+            .env("HOOKD_SERVER__LISTEN", "127.0.0.1:0")
+            .env("HOOKD_STORAGE__PATH", self.data_dir())
+            .env("HOOKD_AUTH__ADMIN_TOKENS", json!([ADMIN]).to_string())
+            .env("HOOKD_AUTH__INGEST_TOKENS", json!([INGEST]).to_string())
+            .env("HOOKD_DELIVERY__ALLOW_HTTP", "true")
+            .env("HOOKD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true")
+            .env("HOOKD_DELIVERY__RETRY_JITTER", "0")
+            .env("HOOKD_LOG__LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn hookd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                logs.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("hookd did not start: {:?}", self.logs.lock().unwrap()));
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(30), "hookd ready", || {
+            self.http
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().expect("request to hookd");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON response: {text}"))
+        };
+        (status, value)
+    }
+
+    pub fn raw(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        self.http.request(method, format!("{}{}", self.base, path))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, Some(ADMIN), None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(ADMIN), Some(&body))
+    }
+
+    pub fn post_empty(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(ADMIN), None)
+    }
+
+    pub fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::PATCH, path, Some(ADMIN), Some(&body))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, Some(ADMIN), None)
+    }
+
+    /// Creates an endpoint; returns (id, secret). `extra` fields are merged in.
+    pub fn endpoint(
+        &self,
+        tenant: &str,
+        url: &str,
+        types: &[&str],
+        extra: Value,
+    ) -> (String, String) {
+        let mut body = json!({"tenant": tenant, "url": url, "event_types": types});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        let (status, ep) = self.post("/v1/endpoints", body);
+        assert_eq!(status, 201, "{ep}");
+        (
+            ep["id"].as_str().unwrap().to_string(),
+            ep["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn event(&self, tenant: &str, event_type: &str, payload: Value) -> Value {
+        let (status, res) = self.post(
+            "/v1/events",
+            json!({"tenant": tenant, "type": event_type, "payload": payload}),
+        );
+        assert_eq!(status, 202, "{res}");
+        res
+    }
+
+    pub fn delivery_ids(&self, tenant: &str, event_id: &str) -> Vec<String> {
+        let (status, ev) = self.get(&format!("/v1/events/{event_id}?tenant={tenant}"));
+        assert_eq!(status, 200, "{ev}");
+        ev["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn delivery(&self, id: &str) -> Value {
+        let (status, d) = self.get(&format!("/v1/deliveries/{id}"));
+        assert_eq!(status, 200, "{d}");
+        d
+    }
+
+    pub fn wait_delivery_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let mut last = Value::Null;
+        wait_until(within, &format!("delivery {id} {status}"), || {
+            last = self.delivery(id);
+            last["status"] == status
+        });
+        last
+    }
+}
+
+impl Drop for Hookd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One request as a receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn event_id(&self) -> String {
+        self.header("webhook-id").unwrap_or_default().to_string()
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    log: Mutex<Vec<Received>>,
+    /// Statuses for the next requests, in order; then `default_status`.
+    script: Mutex<VecDeque<u16>>,
+    default_status: AtomicU16,
+    delay_ms: AtomicU64,
+    current: AtomicUsize,
+    max_concurrent: AtomicUsize,
+}
+
+/// A webhook receiver on 127.0.0.1 that records every request.
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        Self::with(200, &[], Duration::ZERO)
+    }
+
+    pub fn with(default_status: u16, script: &[u16], delay: Duration) -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        state.default_status.store(default_status, Ordering::SeqCst);
+        state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        state.script.lock().unwrap().extend(script.iter().copied());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let server_state = state.clone();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let data = actix_web::web::Data::from(server_state);
+                let server = actix_web::HttpServer::new(move || {
+                    actix_web::App::new()
+                        .app_data(data.clone())
+                        .app_data(actix_web::web::PayloadConfig::new(8 << 20))
+                        .default_service(actix_web::web::to(receive))
+                })
+                .workers(1)
+                .max_connections(10_000)
+                .disable_signals()
+                .listen(listener)
+                .unwrap()
+                .run();
+                tx.send(server.handle()).unwrap();
+                let _ = server.await;
+            });
+        });
+        let handle = rx.recv().unwrap();
+        Receiver { url, state, handle }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.log.lock().unwrap().len()
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.state.max_concurrent.load(Ordering::SeqCst)
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.state.default_status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn wait_count(&self, n: usize, within: Duration) {
+        wait_until(within, &format!("{n} requests at {}", self.url), || {
+            self.count() >= n
+        });
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.handle.stop(false);
+    }
+}
+
+async fn receive(
+    req: actix_web::HttpRequest,
+    body: actix_web::web::Bytes,
+    state: actix_web::web::Data<ReceiverState>,
+) -> actix_web::HttpResponse {
+    let now = state.current.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_concurrent.fetch_max(now, Ordering::SeqCst);
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    state.log.lock().unwrap().push(Received {
+        at: Instant::now(),
+        headers,
+        body: body.to_vec(),
+    });
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        actix_rt::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| state.default_status.load(Ordering::SeqCst));
+    state.current.fetch_sub(1, Ordering::SeqCst);
+    actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .body(format!("answered {status}"))
+}
+
+pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks both signatures on a received request, computed here independently of hookd.
+pub fn verify_signatures(r: &Received, secret: &str, header: &str) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&r.body);
+    let hex_sig = hex::encode(mac.finalize().into_bytes());
+    assert_eq!(
+        r.header(header),
+        Some(hex_sig.as_str()),
+        "hex signature under {header}"
+    );
+
+    let id = r.header("webhook-id").expect("webhook-id");
+    let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
+    let ts_num: i64 = ts.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - ts_num).abs() < 120, "timestamp {ts} is current");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    let header_value = r.header("webhook-signature").expect("webhook-signature");
+    assert!(
+        header_value.split(' ').any(|s| s == expected),
+        "standard signature {expected} in {header_value}"
+    );
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
