@@ -162,13 +162,16 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, Api
         } else {
             "invalid_json"
         };
-        let field = match (context.is_empty(), path.as_str()) {
-            (true, _) if !inner.is_data() => String::new(),
-            (false, _) if !inner.is_data() => format!("{context}: "),
-            (true, ".") => String::new(),
-            (true, p) => format!("{p}: "),
-            (false, ".") => format!("{context}: "),
-            (false, p) => format!("{context}.{p}: "),
+        // The path is "?" where the parser lost track (e.g. at EOF) and "." at the top.
+        let path = match path.as_str() {
+            "." | "?" => "",
+            p => p,
+        };
+        let field = match (context, path) {
+            ("", "") => String::new(),
+            ("", p) => format!("{p}: "),
+            (c, "") => format!("{c}: "),
+            (c, p) => format!("{c}.{p}: "),
         };
         ApiError::bad_request(code, format!("{field}{inner}"))
     })?;
