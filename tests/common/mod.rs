@@ -333,7 +333,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
