@@ -13,6 +13,7 @@
 //! - [`dispatch`]: the supervisor and one actor per endpoint; queues, timers, concurrency.
 //! - [`delivery`]: the HTTP client, request signing, outcome classification.
 //! - [`api`]: the actix-web handlers, auth, JSON errors.
+//! - [`metrics`]: every Prometheus metric, with bounded labels.
 //!
 //! [`run`] is the one seam both `main` and the tests use: it serves on a listener the caller
 //! bound, and returns once `shutdown` resolves and the server has stopped.
@@ -22,6 +23,7 @@ pub mod canonical;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod metrics;
 pub mod model;
 pub mod storage;
 

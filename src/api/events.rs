@@ -12,6 +12,7 @@ use super::auth::Scope;
 use super::{parse_json, read_json_body, ApiError, AppState};
 use crate::canonical;
 use crate::dispatch::{CancelOrphans, Enqueue};
+use crate::metrics::METRICS;
 use crate::model::{
     check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
     EndpointId, Event, EventKey, UnixMillis,
@@ -177,6 +178,7 @@ pub async fn ingest(
         .ok_or_else(|| ApiError::unavailable("storage_unavailable", "ingest returned nothing"))?;
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
+            METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
             dispatch(&state, &[&new]);
             StatusCode::ACCEPTED
         }
@@ -220,6 +222,7 @@ pub async fn ingest_batch(
         let mut stored = Vec::new();
         for ((i, new), outcome) in accepted.iter().zip(outcomes) {
             if matches!(outcome, IngestOutcome::Stored { .. }) {
+                METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
                 stored.push(new);
             }
             results[*i] = Some(outcome_json(&new.event.id, outcome));

@@ -67,6 +67,7 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route("/v1/events", web::post().to(events::ingest))
         .route("/v1/events/batch", web::post().to(events::ingest_batch))
         .route("/v1/events/{id}", web::get().to(events::get))
@@ -95,6 +96,12 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.check_serving()?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::METRICS.render())
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

@@ -17,6 +17,7 @@ use actix::prelude::*;
 use super::retry::EndpointSettings;
 use super::Shared;
 use crate::delivery::{AttemptReport, WebhookRequest};
+use crate::metrics::METRICS;
 use crate::model::{
     now_millis, Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointStatus, Event,
     UnixMillis,
@@ -25,9 +26,13 @@ use crate::storage::StorageError;
 
 /// How long a delivery waits after storage failed while handling it.
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
+/// How often the oldest-pending-age gauge is refreshed.
+const AGE_REFRESH: Duration = Duration::from_secs(5);
 
 pub struct EndpointActor {
     endpoint: Arc<Endpoint>,
+    /// The endpoint id as its metrics label.
+    label: String,
     settings: EndpointSettings,
     shared: Arc<Shared>,
     /// Pending deliveries not in flight, ordered by when they are due.
@@ -49,6 +54,7 @@ impl EndpointActor {
     ) -> EndpointActor {
         let settings = EndpointSettings::resolve(&endpoint.spec, &shared.config.delivery);
         let mut actor = EndpointActor {
+            label: endpoint.id.to_string(),
             endpoint,
             settings,
             shared,
@@ -68,6 +74,11 @@ impl EndpointActor {
         self.endpoint.status == EndpointStatus::Paused
     }
 
+    fn publish_state(&self) {
+        let state = if self.paused() { "paused" } else { "active" };
+        METRICS.set_endpoint_state(&self.label, state);
+    }
+
     fn add_waiting(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis) {
         if self.in_flight.contains(&id) || self.stored_due.contains_key(&id) {
             return;
@@ -77,7 +88,30 @@ impl EndpointActor {
     }
 
     /// Starts every due delivery there is room for, then sets the timer for the next one.
+    fn publish_gauges(&self) {
+        METRICS
+            .queue_depth
+            .with_label_values(&[&self.label])
+            .set(self.stored_due.len() as i64);
+        METRICS
+            .in_flight
+            .with_label_values(&[&self.label])
+            .set(self.in_flight.len() as i64);
+    }
+
+    /// Delivery ids are ULIDs stamped at creation, so the smallest pending one is the oldest.
+    fn publish_oldest_age(&self) {
+        let age = self.stored_due.keys().min().map_or(0, |id| {
+            (now_millis() - id.0.timestamp_ms() as i64).max(0) / 1000
+        });
+        METRICS
+            .oldest_pending_age
+            .with_label_values(&[&self.label])
+            .set(age);
+    }
+
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.publish_gauges();
         if self.paused() || self.deleting {
             self.cancel_timer(ctx);
             return;
@@ -169,6 +203,14 @@ impl EndpointActor {
         };
         let now = now_millis();
         let n = delivery.attempts + 1;
+        METRICS
+            .attempts
+            .with_label_values(&[&self.label, report.outcome.result_label()])
+            .inc();
+        METRICS
+            .attempt_duration
+            .with_label_values(&[&self.label])
+            .observe(report.duration.as_secs_f64());
         let attempt = Attempt {
             n,
             at,
@@ -197,6 +239,18 @@ impl EndpointActor {
                     delivery.next_attempt_at = None;
                 }
             }
+        }
+        let outcome = match delivery.status {
+            DeliveryStatus::Succeeded => Some("succeeded"),
+            DeliveryStatus::Failed => Some("failed"),
+            DeliveryStatus::Cancelled => Some("cancelled"),
+            DeliveryStatus::Pending => None,
+        };
+        if let Some(outcome) = outcome {
+            METRICS
+                .deliveries
+                .with_label_values(&[&self.label, outcome])
+                .inc();
         }
         match delivery.status {
             DeliveryStatus::Succeeded => tracing::debug!(
@@ -297,6 +351,10 @@ impl EndpointActor {
             match written {
                 Ok(ids) => {
                     tracing::info!(endpoint = %act.endpoint.id, cancelled = ids.len(), "cancelled pending deliveries");
+                    METRICS
+                        .deliveries
+                        .with_label_values(&[&act.label, "cancelled"])
+                        .inc_by(ids.len() as u64);
                     for id in ids {
                         act.forget(id);
                     }
@@ -357,7 +415,16 @@ impl Actor for EndpointActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        self.publish_state();
+        self.publish_oldest_age();
+        ctx.run_interval(AGE_REFRESH, |act, _| act.publish_oldest_age());
         self.pump(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if self.deleting {
+            METRICS.forget_endpoint(&self.label);
+        }
     }
 }
 
@@ -389,6 +456,7 @@ impl Handler<Reconfigure> for EndpointActor {
         let resumed = self.paused() && msg.0.status == EndpointStatus::Active;
         self.settings = EndpointSettings::resolve(&msg.0.spec, &self.shared.config.delivery);
         self.endpoint = msg.0;
+        self.publish_state();
         if resumed {
             let now = now_millis();
             self.waiting = std::mem::take(&mut self.waiting)

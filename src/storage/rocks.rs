@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::keys::*;
 use super::{DueEntry, IngestOutcome, NewEvent, StorageError};
+use crate::metrics::METRICS;
 use crate::model::{
     Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event, EventKey,
     UnixMillis,
@@ -452,6 +453,10 @@ fn commit(store: &Store, jobs: &[CommitJob]) -> Result<Vec<Vec<IngestOutcome>>, 
     }
     if !batch.is_empty() {
         store.write(batch, store.sync)?;
+        METRICS.storage_commits.inc();
+        METRICS
+            .storage_committed_events
+            .inc_by(in_batch.len() as u64);
     }
     Ok(results)
 }

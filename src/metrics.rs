@@ -1,0 +1,236 @@
+//! Every Prometheus metric hookd exports, declared in one place. Labels come from bounded sets
+//! only: endpoint ids (removed when the endpoint is deleted), the event catalogue (or at most
+//! [`MAX_TYPE_LABELS`] types, the rest as `other`), and fixed outcome names. Never a URL.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use parking_lot::Mutex;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Distinct `type` label values without a catalogue.
+pub const MAX_TYPE_LABELS: usize = 100;
+
+/// Attempt durations: webhook receivers answer in milliseconds to tens of seconds.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+
+pub const ENDPOINT_STATES: [&str; 3] = ["active", "paused", "failing"];
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_ingested: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub attempts: IntCounterVec,
+    pub attempt_duration: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub in_flight: IntGaugeVec,
+    pub endpoint_state: IntGaugeVec,
+    pub oldest_pending_age: IntGaugeVec,
+    pub storage_commits: IntCounter,
+    pub storage_committed_events: IntCounter,
+    seen_types: Mutex<HashSet<String>>,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    // invariant: the names and labels below are static and valid, and registered once each.
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let attempt_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hookd_attempt_duration_seconds",
+                "Duration of delivery attempts, connect to last byte read.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(attempt_duration.clone()))
+            .expect("unique metric");
+        let storage_commits = IntCounter::new(
+            "hookd_storage_commits_total",
+            "Ingest writes to RocksDB (each one write and, with storage.sync, one fsync).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(storage_commits.clone()))
+            .expect("unique metric");
+        let storage_committed_events = IntCounter::new(
+            "hookd_storage_committed_events_total",
+            "Events stored by those writes; the ratio to commits is the group-commit batch size.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(storage_committed_events.clone()))
+            .expect("unique metric");
+        Metrics {
+            events_ingested: counter(
+                &registry,
+                "hookd_events_ingested_total",
+                "Events stored (duplicates not counted).",
+                &["type"],
+            ),
+            deliveries: counter(
+                &registry,
+                "hookd_deliveries_total",
+                "Deliveries that reached a final state.",
+                &["endpoint", "outcome"],
+            ),
+            attempts: counter(
+                &registry,
+                "hookd_attempts_total",
+                "Delivery attempts by result.",
+                &["endpoint", "result"],
+            ),
+            attempt_duration,
+            queue_depth: gauge(
+                &registry,
+                "hookd_queue_depth",
+                "Pending deliveries.",
+                &["endpoint"],
+            ),
+            in_flight: gauge(
+                &registry,
+                "hookd_in_flight",
+                "Attempts in flight.",
+                &["endpoint"],
+            ),
+            endpoint_state: gauge(
+                &registry,
+                "hookd_endpoint_state",
+                "1 for the endpoint's current state.",
+                &["endpoint", "state"],
+            ),
+            oldest_pending_age: gauge(
+                &registry,
+                "hookd_oldest_pending_age_seconds",
+                "Age of the oldest pending delivery.",
+                &["endpoint"],
+            ),
+            storage_commits,
+            storage_committed_events,
+            seen_types: Mutex::new(HashSet::new()),
+            registry,
+        }
+    }
+
+    /// Counts a stored event under a bounded `type` label.
+    pub fn event_ingested(&self, event_type: &str, catalogue: &[String]) {
+        let label = if !catalogue.is_empty() {
+            event_type
+        } else {
+            let mut seen = self.seen_types.lock();
+            if seen.contains(event_type) {
+                event_type
+            } else if seen.len() < MAX_TYPE_LABELS {
+                seen.insert(event_type.to_string());
+                event_type
+            } else {
+                "other"
+            }
+        };
+        self.events_ingested.with_label_values(&[label]).inc();
+    }
+
+    pub fn set_endpoint_state(&self, endpoint: &str, state: &str) {
+        for s in ENDPOINT_STATES {
+            self.endpoint_state
+                .with_label_values(&[endpoint, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Drops every series of a deleted endpoint.
+    pub fn forget_endpoint(&self, endpoint: &str) {
+        let _ = self.queue_depth.remove_label_values(&[endpoint]);
+        let _ = self.in_flight.remove_label_values(&[endpoint]);
+        let _ = self.oldest_pending_age.remove_label_values(&[endpoint]);
+        let _ = self.attempt_duration.remove_label_values(&[endpoint]);
+        for s in ENDPOINT_STATES {
+            let _ = self.endpoint_state.remove_label_values(&[endpoint, s]);
+        }
+        for o in ["succeeded", "failed", "cancelled"] {
+            let _ = self.deliveries.remove_label_values(&[endpoint, o]);
+        }
+        for r in [
+            "success",
+            "http_4xx",
+            "http_5xx",
+            "timeout",
+            "connect_error",
+            "other",
+        ] {
+            let _ = self.attempts.remove_label_values(&[endpoint, r]);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // invariant: the text encoder only fails on a broken writer; a Vec never is.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encode metrics");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_labels_are_bounded_without_a_catalogue() {
+        let m = Metrics::new();
+        for i in 0..150 {
+            m.event_ingested(&format!("t{i}"), &[]);
+        }
+        m.event_ingested("t0", &[]);
+        assert_eq!(m.events_ingested.with_label_values(&["t0"]).get(), 2);
+        assert_eq!(m.events_ingested.with_label_values(&["other"]).get(), 50);
+        let text = m.render();
+        assert!(!text.contains("type=\"t120\""));
+    }
+
+    #[test]
+    fn endpoint_state_is_one_hot() {
+        let m = Metrics::new();
+        m.set_endpoint_state("ep_1", "paused");
+        assert_eq!(
+            m.endpoint_state
+                .with_label_values(&["ep_1", "paused"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.endpoint_state
+                .with_label_values(&["ep_1", "active"])
+                .get(),
+            0
+        );
+        m.forget_endpoint("ep_1");
+        assert!(!m.render().contains("ep_1"));
+    }
+}
