@@ -14,6 +14,7 @@
 //! - [`delivery`]: the HTTP client, request signing, outcome classification.
 //! - [`api`]: the actix-web handlers, auth, JSON errors.
 //! - [`metrics`]: every Prometheus metric, with bounded labels.
+//! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 //!
 //! [`run`] is the one seam both `main` and the tests use: it serves on a listener the caller
 //! bound, and returns once `shutdown` resolves and the server has stopped.
@@ -25,6 +26,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod storage;
 
 use std::future::Future;
@@ -153,11 +155,32 @@ pub async fn run(
         "recovery finished; ready"
     );
 
+    notify::notify("READY=1");
+    if let Some(every) = notify::watchdog_interval() {
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(every);
+            loop {
+                tick.tick().await;
+                notify::notify("WATCHDOG=1");
+            }
+        });
+    }
+
     shutdown.await;
-    tracing::info!("shutting down");
+    let grace = config.server.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: intake stopped, finishing in-flight attempts");
+    notify::notify("STOPPING=1");
     state.stopping.store(true, Ordering::Release);
     server_handle.stop(true).await;
     let _ = server_task.await;
+    match actix_rt::time::timeout(grace, supervisor.send(dispatch::Drain)).await {
+        Ok(Ok(())) => tracing::info!("every in-flight attempt finished and was stored"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "dispatcher gone before draining"),
+        Err(_) => tracing::warn!(
+            "shutdown grace ran out; attempts still in flight will be made again after restart"
+        ),
+    }
+    store.close()?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -32,7 +32,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => match serve(config) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => {
+                // Everything is stored and RocksDB is closed (WAL synced, background work
+                // stopped), but endpoint actors on other threads still hold the database handle.
+                // exit() would run RocksDB's C++ static destructors underneath them, which can
+                // crash the process at its very end; _exit ends it here with status 0 instead.
+                use std::io::Write;
+                let _ = std::io::stderr().flush();
+                // SAFETY: _exit only terminates the process; no Rust state is observed after it.
+                unsafe { libc::_exit(0) }
+            }
             Err(e) => {
                 tracing::error!("{e:#}");
                 eprintln!("hookd: {e:#}");

@@ -42,6 +42,10 @@ pub struct EndpointActor {
     in_flight: HashSet<DeliveryId>,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
     deleting: bool,
+    /// Set by [`DrainEndpoint`] at shutdown: start nothing new; wake the waiters once nothing
+    /// is in flight.
+    draining: bool,
+    drain_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The pending wake-up for the earliest waiting delivery, and when it fires.
     timer: Option<(UnixMillis, SpawnHandle)>,
 }
@@ -62,6 +66,8 @@ impl EndpointActor {
             stored_due: HashMap::new(),
             in_flight: HashSet::new(),
             deleting: false,
+            draining: false,
+            drain_waiters: Vec::new(),
             timer: None,
         };
         for (due, id) in pending {
@@ -112,7 +118,12 @@ impl EndpointActor {
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.publish_gauges();
-        if self.paused() || self.deleting {
+        if self.draining && self.in_flight.is_empty() {
+            for waiter in self.drain_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        if self.paused() || self.deleting || self.draining {
             self.cancel_timer(ctx);
             return;
         }
@@ -554,5 +565,24 @@ impl Handler<RetryDelivery> for EndpointActor {
             }
             Ok(outcome)
         }))
+    }
+}
+
+/// Shutdown: start no new attempts; answer once nothing is in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainEndpoint;
+
+impl Handler<DrainEndpoint> for EndpointActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: DrainEndpoint, ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.drain_waiters.push(tx);
+        self.pump(ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }

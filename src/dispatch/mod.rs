@@ -19,6 +19,7 @@ use actix::Addr;
 use parking_lot::RwLock;
 
 pub use endpoint::{EndpointActor, Enqueue, RetryDelivery, RetryOutcome};
+pub use supervisor::Drain;
 pub use supervisor::{
     start, CancelOrphans, ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange,
     Recovered, Supervisor,
@@ -80,6 +81,10 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    pub fn actors(&self) -> Vec<Addr<EndpointActor>> {
+        self.inner.read().actors.values().cloned().collect()
     }
 
     pub fn actor(&self, id: EndpointId) -> Option<Addr<EndpointActor>> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::endpoint::{Delete, Reconfigure};
+use super::endpoint::{Delete, DrainEndpoint, Reconfigure};
 use super::{EndpointActor, EndpointChangeError, Router, Shared};
 use crate::model::{
     now_millis, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EndpointSpec, EndpointStatus,
@@ -300,5 +300,27 @@ impl Handler<CancelOrphans> for Supervisor {
             }
             .into_actor(self),
         );
+    }
+}
+
+/// Shutdown: every endpoint stops starting attempts; resolves once those in flight have
+/// finished and their results are stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        let drains: Vec<_> = self
+            .router
+            .actors()
+            .into_iter()
+            .map(|a| a.send(DrainEndpoint))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(drains).await;
+        })
     }
 }

@@ -106,6 +106,14 @@ impl Store {
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
+    /// Makes everything written so far durable and stops RocksDB's background threads, so the
+    /// process can exit without them racing its teardown. Call once, after the last write.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true)?;
+        self.db.cancel_all_background_work(true);
+        Ok(())
+    }
+
     pub fn sync_enabled(&self) -> bool {
         self.sync
     }
