@@ -377,3 +377,42 @@ fn patch_changes_settings_and_routing() {
         3
     );
 }
+
+#[test]
+fn rotated_secret_signs_alongside_the_old_one_during_the_overlap() {
+    let h = Hookd::start(&[]);
+    let r = Receiver::start();
+    let (ep, old) = h.endpoint("t1", &r.url, &["*"], json!({}));
+    let (status, body) = h.post_empty(&format!("/v1/endpoints/{ep}/rotate-secret"));
+    assert_eq!(status, 200, "{body}");
+    let new = body["secret"].as_str().unwrap().to_string();
+    assert!(new.starts_with("whsec_") && new != old);
+    assert!(!h
+        .get(&format!("/v1/endpoints/{ep}"))
+        .1
+        .to_string()
+        .contains(&new));
+    h.event("t1", "a", json!({}));
+    r.wait_count(1, SECS(10));
+    let got = &r.received()[0];
+    // The hex header uses the new secret; webhook-signature carries both.
+    verify_signatures(got, &new, "X-Webhook-Signature");
+    assert_eq!(
+        got.header("webhook-signature").unwrap().split(' ').count(),
+        2
+    );
+    let mut with_old = got.clone();
+    with_old
+        .headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("X-Webhook-Signature"));
+    let hex_old = {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(old.as_bytes()).unwrap();
+        m.update(&got.body);
+        hex::encode(m.finalize().into_bytes())
+    };
+    with_old
+        .headers
+        .push(("X-Webhook-Signature".into(), hex_old));
+    verify_signatures(&with_old, &old, "X-Webhook-Signature");
+}

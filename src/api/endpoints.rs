@@ -14,7 +14,10 @@ use crate::dispatch::retry::EndpointSettings;
 use crate::dispatch::{
     ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange, EndpointChangeError,
 };
-use crate::model::{check_identifier, rfc3339, Endpoint, EndpointId, EndpointSpec, EndpointStatus};
+use crate::model::{
+    check_identifier, now_millis, rfc3339, Endpoint, EndpointId, EndpointSpec, EndpointStatus,
+    Secret, SigningSecret,
+};
 
 const MAX_BODY: usize = 64 * 1024;
 const MAX_URL_LEN: usize = 2048;
@@ -326,4 +329,48 @@ pub async fn resume(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     set_status(req, path, state, EndpointStatus::Active).await
+}
+
+/// A new current secret; the previous one keeps signing `webhook-signature` for
+/// `delivery.secret_overlap`, so receivers can switch without dropping requests.
+pub async fn rotate_secret(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.tokens.require(&req, Scope::Admin)?;
+    state.check_serving()?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    let secret = Secret::generate();
+    let new = secret.clone();
+    let overlap = state.config.delivery.secret_overlap.as_millis() as i64;
+    let supervisor = state.supervisor()?;
+    supervisor
+        .send(ChangeEndpoint {
+            id,
+            change: Box::new(move |endpoint: &mut Endpoint| {
+                let now = now_millis();
+                endpoint
+                    .secrets
+                    .retain(|s| s.expires_at.is_none_or(|t| t > now));
+                for old in endpoint
+                    .secrets
+                    .iter_mut()
+                    .filter(|s| s.expires_at.is_none())
+                {
+                    old.expires_at = Some(now + overlap);
+                }
+                endpoint.secrets.insert(
+                    0,
+                    SigningSecret {
+                        secret: new,
+                        expires_at: None,
+                    },
+                );
+                Ok(())
+            }),
+        })
+        .await??;
+    tracing::info!(endpoint = %id, "secret rotated");
+    Ok(HttpResponse::Ok().json(json!({"secret": secret.expose()})))
 }

@@ -81,6 +81,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/endpoints/{id}/resume",
             web::post().to(endpoints::resume),
         )
+        .route(
+            "/v1/endpoints/{id}/rotate-secret",
+            web::post().to(endpoints::rotate_secret),
+        )
         .route("/v1/deliveries/{id}", web::get().to(deliveries::get))
         .route(
             "/v1/deliveries/{id}/retry",
