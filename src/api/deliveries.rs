@@ -14,8 +14,7 @@ pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: DeliveryId = parse_id(&path, "delivery")?;
     let (delivery, attempts) = state
         .store
@@ -58,8 +57,7 @@ pub async fn retry(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: DeliveryId = parse_id(&path, "delivery")?;
     let delivery = state
         .store

@@ -184,8 +184,7 @@ pub async fn create(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let spec: EndpointSpec = parse_json(&body, "")?;
     validate(&spec, &state.config)?;
@@ -201,8 +200,7 @@ struct ListQuery {
 }
 
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let query = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     let tenant = query.into_inner().tenant;
@@ -220,8 +218,7 @@ pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
     let endpoint = state
         .store
@@ -249,8 +246,7 @@ pub async fn patch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let patch: Map<String, Value> = parse_json(&body, "")?;
@@ -288,8 +284,7 @@ pub async fn delete(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
     state.supervisor()?.send(DeleteEndpoint(id)).await??;
     Ok(HttpResponse::NoContent().finish())
@@ -301,8 +296,7 @@ async fn set_status(
     state: web::Data<AppState>,
     status: EndpointStatus,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
     change(
         &state,
@@ -338,8 +332,7 @@ pub async fn rotate_secret(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
     let secret = Secret::generate();
     let new = secret.clone();

@@ -165,8 +165,7 @@ pub async fn ingest(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Ingest)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Ingest)?;
     let limit = state.config.events.max_payload_bytes + ENVELOPE_BYTES;
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
@@ -192,8 +191,7 @@ pub async fn ingest_batch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Ingest)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Ingest)?;
     let body = read_json_body(&req, payload, state.config.events.max_batch_bytes).await?;
     let batch: BatchIn = parse_json(&body, "")?;
     if batch.events.len() > MAX_BATCH_EVENTS {
@@ -242,8 +240,7 @@ pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tokens.require(&req, Scope::Admin)?;
-    state.check_serving()?;
+    state.authorize(&req, Scope::Admin)?;
     let query = web::Query::<TenantQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     let tenant = query.tenant.clone().ok_or_else(|| {

@@ -47,6 +47,12 @@ impl AppState {
             .ok_or_else(|| ApiError::unavailable("not_ready", "hookd is still recovering"))
     }
 
+    /// Every `/v1` handler's first step: a token good for `scope`, and a daemon taking requests.
+    fn authorize(&self, req: &HttpRequest, scope: auth::Scope) -> Result<(), ApiError> {
+        self.tokens.require(req, scope)?;
+        self.check_serving()
+    }
+
     fn check_serving(&self) -> Result<(), ApiError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(ApiError::unavailable(
