@@ -141,7 +141,10 @@ fn dispatch(state: &AppState, stored: &[&NewEvent]) {
             None => {
                 if let Ok(sup) = state.supervisor() {
                     sup.do_send(CancelOrphans(
-                        deliveries.into_iter().map(|(due, id)| (id, due)).collect(),
+                        deliveries
+                            .into_iter()
+                            .map(|(due, id)| (id, Some(due)))
+                            .collect(),
                     ));
                 }
             }

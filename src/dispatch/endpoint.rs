@@ -340,32 +340,20 @@ impl EndpointActor {
         }
         let store = self.shared.store.clone();
         let write = async move {
+            let ids: Vec<DeliveryId> = entries.iter().map(|(id, _)| *id).collect();
             store
-                .call(move |s| {
-                    let ids: Vec<DeliveryId> = entries.iter().map(|(id, _)| *id).collect();
-                    let now = now_millis();
-                    let mut updates = Vec::new();
-                    for (found, (_, old_due)) in s.get_deliveries(&ids)?.into_iter().zip(&entries) {
-                        if let Some(mut d) = found.filter(|d| d.status == DeliveryStatus::Pending) {
-                            d.status = DeliveryStatus::Cancelled;
-                            d.next_attempt_at = None;
-                            d.updated_at = now;
-                            updates.push((d, *old_due));
-                        }
-                    }
-                    s.update_deliveries(&updates)?;
-                    Ok(ids)
-                })
+                .call(move |s| s.cancel_deliveries(&entries))
                 .await
+                .map(|cancelled| (ids, cancelled))
         };
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             match written {
-                Ok(ids) => {
-                    tracing::info!(endpoint = %act.endpoint.id, cancelled = ids.len(), "cancelled pending deliveries");
+                Ok((ids, cancelled)) => {
+                    tracing::info!(endpoint = %act.endpoint.id, cancelled, "cancelled pending deliveries");
                     METRICS
                         .deliveries
                         .with_label_values(&[&act.label, "cancelled"])
-                        .inc_by(ids.len() as u64);
+                        .inc_by(cancelled as u64);
                     for id in ids {
                         act.forget(id);
                     }

@@ -11,8 +11,8 @@ use actix::prelude::*;
 use super::endpoint::{Delete, DrainEndpoint, Reconfigure};
 use super::{EndpointActor, EndpointChangeError, Router, Shared};
 use crate::model::{
-    now_millis, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EndpointSpec, EndpointStatus,
-    Secret, SigningSecret, UnixMillis,
+    now_millis, DeliveryId, Endpoint, EndpointId, EndpointSpec, EndpointStatus, Secret,
+    SigningSecret, UnixMillis,
 };
 use crate::storage::StorageError;
 
@@ -66,14 +66,17 @@ pub async fn start(
         supervisor.spawn_actor(Arc::new(endpoint), mine);
     }
     // Due entries whose endpoint is gone: it was deleted before its actor finished cancelling.
-    let orphans: Vec<(DeliveryId, UnixMillis)> = pending
+    let orphans: Vec<(DeliveryId, Option<UnixMillis>)> = pending
         .into_values()
         .flatten()
-        .map(|(due, id)| (id, due))
+        .map(|(due, id)| (id, Some(due)))
         .collect();
     let orphans_cancelled = orphans.len();
     if !orphans.is_empty() {
-        shared.store.call(move |s| cancel(s, &orphans)).await?;
+        shared
+            .store
+            .call(move |s| s.cancel_deliveries(&orphans))
+            .await?;
     }
     let addr = supervisor.start();
     Ok((
@@ -84,24 +87,6 @@ pub async fn start(
             orphans_cancelled,
         },
     ))
-}
-
-fn cancel(
-    store: &crate::storage::Store,
-    entries: &[(DeliveryId, UnixMillis)],
-) -> Result<(), StorageError> {
-    let ids: Vec<DeliveryId> = entries.iter().map(|(id, _)| *id).collect();
-    let now = now_millis();
-    let mut updates = Vec::new();
-    for (found, (_, due)) in store.get_deliveries(&ids)?.into_iter().zip(entries) {
-        if let Some(mut d) = found {
-            d.status = DeliveryStatus::Cancelled;
-            d.next_attempt_at = None;
-            d.updated_at = now;
-            updates.push((d, Some(*due)));
-        }
-    }
-    store.update_deliveries(&updates)
 }
 
 impl Supervisor {
@@ -285,7 +270,7 @@ impl Handler<DeleteEndpoint> for Supervisor {
 /// Deliveries stored for an endpoint deleted while they were being ingested: (id, due).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CancelOrphans(pub Vec<(DeliveryId, UnixMillis)>);
+pub struct CancelOrphans(pub Vec<(DeliveryId, Option<UnixMillis>)>);
 
 impl Handler<CancelOrphans> for Supervisor {
     type Result = ();
@@ -294,7 +279,7 @@ impl Handler<CancelOrphans> for Supervisor {
         let store = self.shared.store.clone();
         ctx.spawn(
             async move {
-                if let Err(e) = store.call(move |s| cancel(s, &msg.0)).await {
+                if let Err(e) = store.call(move |s| s.cancel_deliveries(&msg.0)).await {
                     tracing::error!(error = %e, "cannot cancel deliveries of a deleted endpoint");
                 }
             }

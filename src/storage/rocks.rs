@@ -114,10 +114,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn sync_enabled(&self) -> bool {
-        self.sync
-    }
-
     fn cf(&self, name: &'static str) -> &ColumnFamily {
         // invariant: every name in ALL_CFS is created at open.
         self.db.cf_handle(name).expect("column family exists")
@@ -308,6 +304,27 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Marks still-pending deliveries cancelled, removing their due entries (id, stored due);
+    /// returns how many were cancelled.
+    pub fn cancel_deliveries(
+        &self,
+        entries: &[(DeliveryId, Option<UnixMillis>)],
+    ) -> Result<usize, StorageError> {
+        let ids: Vec<DeliveryId> = entries.iter().map(|(id, _)| *id).collect();
+        let now = crate::model::now_millis();
+        let mut updates = Vec::new();
+        for (found, (_, due)) in self.get_deliveries(&ids)?.into_iter().zip(entries) {
+            if let Some(mut d) = found.filter(|d| d.status == DeliveryStatus::Pending) {
+                d.status = DeliveryStatus::Cancelled;
+                d.next_attempt_at = None;
+                d.updated_at = now;
+                updates.push((d, *due));
+            }
+        }
+        self.update_deliveries(&updates)?;
+        Ok(updates.len())
     }
 
     /// Every pending delivery, in (endpoint, due time) order.

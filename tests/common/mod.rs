@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -442,8 +442,4 @@ pub fn verify_signatures(r: &Received, secret: &str, header: &str) {
         header_value.split(' ').any(|s| s == expected),
         "standard signature {expected} in {header_value}"
     );
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }
