@@ -29,6 +29,13 @@ pub fn rfc3339(ms: UnixMillis) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Parses an RFC 3339 time with any offset (`2026-11-22T10:00:00Z`, `…+01:00`).
+pub fn parse_rfc3339(value: &str) -> Result<UnixMillis, String> {
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{value:?} is not an RFC 3339 time ({e})"))?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 pub fn serialize_rfc3339<S: Serializer>(ms: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*ms))
 }
@@ -290,6 +297,25 @@ pub struct Delivery {
     pub updated_at: UnixMillis,
 }
 
+/// An endpoint's delivery record and circuit state, kept by its actor and stored with each
+/// attempt result so both survive a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointStats {
+    /// Deliveries that ended `succeeded` / `failed` since the endpoint was created (one that
+    /// fails, is recovered and then succeeds counts in both).
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Failed attempts since the last successful one.
+    pub consecutive_failures: u32,
+    pub last_success_at: Option<UnixMillis>,
+    pub last_failure_at: Option<UnixMillis>,
+    /// Set while the circuit is open: the queue is held and single probes test the endpoint.
+    pub failing_since: Option<UnixMillis>,
+    /// Probes that failed since the circuit opened; each one lengthens the next interval.
+    pub failed_probes: u32,
+}
+
 /// The result of one HTTP attempt, as stored and shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
@@ -346,6 +372,17 @@ mod tests {
         assert_eq!(EndpointId::from_bytes(id.to_bytes()), id);
         assert!("dlv_01H".parse::<DeliveryId>().is_err());
         assert!(s.parse::<DeliveryId>().is_err());
+    }
+
+    #[test]
+    fn rfc3339_times_parse_with_offsets() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Ok(1500));
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Ok(0));
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(
+            parse_rfc3339(&rfc3339(1_700_000_000_123)),
+            Ok(1_700_000_000_123)
+        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! `GET /v1/deliveries/{id}` with its attempts, `POST /v1/deliveries/{id}/retry`.
+//! `GET /v1/deliveries/{id}` with its attempts, `POST /v1/deliveries/{id}/retry`, and the one
+//! delivery view every response uses.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::auth::Scope;
 use super::{parse_id, ApiError, AppState};
 use crate::dispatch::{RetryDelivery, RetryOutcome};
-use crate::model::{rfc3339, DeliveryId};
+use crate::model::{rfc3339, Attempt, Delivery, DeliveryId};
 
 pub async fn get(
     req: HttpRequest,
@@ -26,6 +27,11 @@ pub async fn get(
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format!("delivery {id}")))?;
+    Ok(HttpResponse::Ok().json(view(&delivery, &attempts)))
+}
+
+/// A delivery with its attempts, as `GET /v1/deliveries/{id}` and the endpoint history show it.
+pub fn view(delivery: &Delivery, attempts: &[Attempt]) -> Value {
     let attempts: Vec<_> = attempts
         .iter()
         .map(|a| {
@@ -39,7 +45,7 @@ pub async fn get(
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
+    json!({
         "id": delivery.id,
         "endpoint_id": delivery.endpoint_id,
         "event_id": delivery.event_id,
@@ -49,7 +55,7 @@ pub async fn get(
         "attempts": attempts,
         "next_attempt_at": delivery.next_attempt_at.map(rfc3339),
         "created_at": rfc3339(delivery.created_at),
-    })))
+    })
 }
 
 pub async fn retry(

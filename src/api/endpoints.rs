@@ -1,5 +1,5 @@
-//! `/v1/endpoints`: create (the secret is in that response only), list, get, patch, delete,
-//! pause, resume.
+//! `/v1/endpoints`: create (the secret is in that response only), list, get (with live stats),
+//! patch, delete, pause, resume, rotate-secret, test, the delivery history and recover.
 
 use std::sync::Arc;
 
@@ -12,11 +12,12 @@ use super::{parse_id, parse_json, read_json_body, ApiError, AppState};
 use crate::config::{Config, HumanDuration, MAX_RETRY_DELAY};
 use crate::dispatch::retry::EndpointSettings;
 use crate::dispatch::{
-    ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange, EndpointChangeError,
+    ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange, EndpointChangeError, GetStats,
+    Recover, SendTest, StatsSnapshot,
 };
 use crate::model::{
-    check_identifier, now_millis, rfc3339, Endpoint, EndpointId, EndpointSpec, EndpointStatus,
-    Secret, SigningSecret,
+    check_identifier, now_millis, parse_rfc3339, rfc3339, DeliveryId, DeliveryStatus, Endpoint,
+    EndpointId, EndpointSpec, EndpointStatus, Secret, SigningSecret,
 };
 
 const MAX_BODY: usize = 64 * 1024;
@@ -220,12 +221,200 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
-    let endpoint = state
+    let (endpoint, stored_stats) = state
         .store
-        .call(move |s| s.get_endpoint(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))?;
-    Ok(HttpResponse::Ok().json(view(&endpoint, &state.config)))
+        .call(move |s| Ok((s.get_endpoint(id)?, s.get_stats(id)?)))
+        .await?;
+    let endpoint = endpoint.ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))?;
+    let live = match state.router.actor(id) {
+        Some(actor) => actor.send(GetStats).await?,
+        // Only while a just-deleted endpoint's actor winds down.
+        None => StatsSnapshot {
+            pending: 0,
+            in_flight: 0,
+            state: "active",
+            stats: stored_stats.unwrap_or_default(),
+            next_probe_at: None,
+        },
+    };
+    let mut body = view(&endpoint, &state.config);
+    let s = &live.stats;
+    body["stats"] = json!({
+        "pending": live.pending,
+        "in_flight": live.in_flight,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "consecutive_failures": s.consecutive_failures,
+        "last_success_at": s.last_success_at.map(rfc3339),
+        "last_failure_at": s.last_failure_at.map(rfc3339),
+        "state": live.state,
+        "failing_since": s.failing_since.map(rfc3339),
+        "next_probe_at": live.next_probe_at.map(rfc3339),
+    });
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The actor of a live endpoint, or 404.
+fn actor_of(
+    state: &AppState,
+    id: EndpointId,
+) -> Result<actix::Addr<crate::dispatch::EndpointActor>, ApiError> {
+    state
+        .router
+        .actor(id)
+        .ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestIn {
+    #[serde(rename = "type", default)]
+    event_type: Option<String>,
+}
+
+/// Sends one signed test delivery now, paused or not, and answers with its outcome. It is
+/// stored like any delivery but never retried. Its type need not be in the catalogue.
+pub async fn test(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Admin)?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    let body = read_json_body(&req, payload, MAX_BODY).await?;
+    let input = if body.iter().all(u8::is_ascii_whitespace) {
+        TestIn { event_type: None }
+    } else {
+        parse_json::<TestIn>(&body, "")?
+    };
+    let event_type = input.event_type.unwrap_or_else(|| "webhook.test".into());
+    check_identifier(&event_type).map_err(|m| ApiError::invalid("type", m))?;
+    let actor = actor_of(&state, id)?;
+    let outcome = actor.send(SendTest { event_type }).await??;
+    let a = &outcome.attempt;
+    Ok(HttpResponse::Ok().json(json!({
+        "delivery_id": outcome.delivery_id,
+        "event_id": outcome.event_id,
+        "success": a.error.is_none(),
+        "status_code": a.status_code,
+        "duration_ms": a.duration_ms,
+        "error": a.error,
+        "response_body": a.response_body,
+    })))
+}
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/endpoints/{id}/deliveries`: newest first; `next_cursor` fetches the next page.
+pub async fn deliveries(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Admin)?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    let query = web::Query::<HistoryQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
+        .into_inner();
+    let status = match query.status.as_deref() {
+        None => None,
+        Some("pending") => Some(DeliveryStatus::Pending),
+        Some("succeeded") => Some(DeliveryStatus::Succeeded),
+        Some("failed") => Some(DeliveryStatus::Failed),
+        Some("cancelled") => Some(DeliveryStatus::Cancelled),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "status",
+                format!("{other:?} is not one of pending, succeeded, failed, cancelled"),
+            ))
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("{raw:?} is not a number from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(raw) => Some(raw.parse::<DeliveryId>().map_err(|_| {
+            ApiError::invalid(
+                "cursor",
+                format!("{raw:?} is not a cursor from next_cursor"),
+            )
+        })?),
+    };
+    let (endpoint, page) = state
+        .store
+        .call(move |s| {
+            let Some(endpoint) = s.get_endpoint(id)? else {
+                return Ok((None, None));
+            };
+            let page = s.endpoint_deliveries(id, status, cursor, limit)?;
+            Ok((Some(endpoint), Some(page)))
+        })
+        .await?;
+    let (Some(_), Some((items, next))) = (endpoint, page) else {
+        return Err(ApiError::not_found(format!("endpoint {id}")));
+    };
+    let deliveries: Vec<Value> = items
+        .iter()
+        .map(|(d, attempts)| super::deliveries::view(d, attempts))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "deliveries": deliveries,
+        "next_cursor": next,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverIn {
+    since: String,
+    #[serde(default)]
+    until: Option<String>,
+}
+
+/// `POST /v1/endpoints/{id}/recover`: every failed delivery created in the window goes back to
+/// the queue with a fresh schedule.
+pub async fn recover(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Admin)?;
+    let id: EndpointId = parse_id(&path, "endpoint")?;
+    let body = read_json_body(&req, payload, MAX_BODY).await?;
+    let input: RecoverIn = parse_json(&body, "")?;
+    let since = parse_rfc3339(&input.since).map_err(|m| ApiError::invalid("since", m))?;
+    let until = match &input.until {
+        Some(u) => parse_rfc3339(u).map_err(|m| ApiError::invalid("until", m))?,
+        None => now_millis(),
+    };
+    if until < since {
+        return Err(ApiError::invalid("until", "is before since"));
+    }
+    let actor = actor_of(&state, id)?;
+    let requeued = actor.send(Recover { since, until }).await??;
+    Ok(HttpResponse::Accepted().json(json!({"requeued": requeued})))
 }
 
 async fn change(

@@ -91,6 +91,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/endpoints/{id}/rotate-secret",
             web::post().to(endpoints::rotate_secret),
         )
+        .route("/v1/endpoints/{id}/test", web::post().to(endpoints::test))
+        .route(
+            "/v1/endpoints/{id}/deliveries",
+            web::get().to(endpoints::deliveries),
+        )
+        .route(
+            "/v1/endpoints/{id}/recover",
+            web::post().to(endpoints::recover),
+        )
         .route("/v1/deliveries/{id}", web::get().to(deliveries::get))
         .route(
             "/v1/deliveries/{id}/retry",

@@ -6,21 +6,28 @@
 //!   under, which the next write moves or removes;
 //! - at most `max_concurrency` deliveries are in flight; a delivery stays in flight until its
 //!   attempt result is written, so two writes for one delivery never race;
-//! - paused: nothing starts; resume makes every waiting delivery due now (the backlog drains).
+//! - paused: nothing starts; resume makes every waiting delivery due now (the backlog drains);
+//! - failing (circuit open, see [`circuit`]): nothing starts but one probe at a time, once
+//!   attempts started before the circuit opened are back. Deliveries waiting meanwhile are
+//!   held, not attempted, so they keep their retry budget; a probe is a real attempt and
+//!   follows its delivery's schedule. The first success closes the circuit;
+//! - test sends are outside the queue: they never wait, never count against `max_concurrency`
+//!   and are stored only once they have their outcome.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::circuit;
 use super::retry::EndpointSettings;
 use super::Shared;
 use crate::delivery::{AttemptReport, WebhookRequest};
 use crate::metrics::METRICS;
 use crate::model::{
-    now_millis, Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointStatus, Event,
-    UnixMillis,
+    now_millis, rfc3339, Attempt, Delivery, DeliveryId, DeliveryRef, DeliveryStatus, Endpoint,
+    EndpointStats, EndpointStatus, Event, EventKey, UnixMillis,
 };
 use crate::storage::StorageError;
 
@@ -39,7 +46,13 @@ pub struct EndpointActor {
     waiting: BTreeSet<(UnixMillis, DeliveryId)>,
     /// Due time of each pending delivery's stored `due` entry (waiting or in flight).
     stored_due: HashMap<DeliveryId, UnixMillis>,
-    in_flight: HashSet<DeliveryId>,
+    in_flight: HashMap<DeliveryId, AttemptKind>,
+    /// Test sends awaiting their outcome; shutdown waits for them too.
+    tests_in_flight: usize,
+    /// Counts, last outcomes and circuit state; stored with every attempt result.
+    stats: EndpointStats,
+    /// While failing: the earliest time the next probe may start.
+    next_probe_at: Option<UnixMillis>,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
     deleting: bool,
     /// Set by [`DrainEndpoint`] at shutdown: start nothing new; wake the waiters once nothing
@@ -54,9 +67,17 @@ impl EndpointActor {
     pub fn new(
         endpoint: Arc<Endpoint>,
         shared: Arc<Shared>,
+        stats: EndpointStats,
         pending: impl IntoIterator<Item = (UnixMillis, DeliveryId)>,
     ) -> EndpointActor {
         let settings = EndpointSettings::resolve(&endpoint.spec, &shared.config.delivery);
+        // A restart keeps a failing endpoint failing: its next probe comes after the interval
+        // it had earned, not a burst of the whole queue.
+        let next_probe_at = stats.failing_since.map(|since| {
+            let now = now_millis();
+            let open_for = Duration::from_millis((now - since).max(0) as u64);
+            now + circuit::probe_interval(stats.failed_probes, open_for).as_millis() as i64
+        });
         let mut actor = EndpointActor {
             label: endpoint.id.to_string(),
             endpoint,
@@ -64,7 +85,10 @@ impl EndpointActor {
             shared,
             waiting: BTreeSet::new(),
             stored_due: HashMap::new(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
+            tests_in_flight: 0,
+            stats,
+            next_probe_at,
             deleting: false,
             draining: false,
             drain_waiters: Vec::new(),
@@ -80,13 +104,27 @@ impl EndpointActor {
         self.endpoint.status == EndpointStatus::Paused
     }
 
+    fn failing(&self) -> bool {
+        self.stats.failing_since.is_some()
+    }
+
+    /// `paused` (the operator's choice) shows over `failing` (the receiver's state).
+    fn state(&self) -> &'static str {
+        if self.paused() {
+            "paused"
+        } else if self.failing() {
+            "failing"
+        } else {
+            "active"
+        }
+    }
+
     fn publish_state(&self) {
-        let state = if self.paused() { "paused" } else { "active" };
-        METRICS.set_endpoint_state(&self.label, state);
+        METRICS.set_endpoint_state(&self.label, self.state());
     }
 
     fn add_waiting(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis) {
-        if self.in_flight.contains(&id) || self.stored_due.contains_key(&id) {
+        if self.in_flight.contains_key(&id) || self.stored_due.contains_key(&id) {
             return;
         }
         self.stored_due.insert(id, stored);
@@ -118,7 +156,7 @@ impl EndpointActor {
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.publish_gauges();
-        if self.draining && self.in_flight.is_empty() {
+        if self.draining && self.in_flight.is_empty() && self.tests_in_flight == 0 {
             for waiter in self.drain_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -128,11 +166,28 @@ impl EndpointActor {
             return;
         }
         let now = now_millis();
+        if let Some(probe_at) = self.next_probe_at.filter(|_| self.failing()) {
+            // One probe at a time; a finishing attempt pumps again.
+            if !self.in_flight.is_empty() {
+                self.cancel_timer(ctx);
+                return;
+            }
+            match self.waiting.first() {
+                Some(&(due, id)) if due.max(probe_at) <= now => {
+                    self.waiting.pop_first();
+                    self.cancel_timer(ctx);
+                    self.start_attempt(ctx, id, AttemptKind::Probe);
+                }
+                Some(&(due, _)) => self.wake_at(ctx, due.max(probe_at), now),
+                None => self.cancel_timer(ctx),
+            }
+            return;
+        }
         while self.in_flight.len() < self.settings.max_concurrency {
             match self.waiting.first() {
                 Some(&(due, id)) if due <= now => {
                     self.waiting.pop_first();
-                    self.start_attempt(ctx, id);
+                    self.start_attempt(ctx, id, AttemptKind::Scheduled);
                 }
                 _ => break,
             }
@@ -143,20 +198,23 @@ impl EndpointActor {
             return;
         }
         match self.waiting.first() {
-            Some(&(due, _)) => {
-                if self.timer.is_some_and(|(at, _)| at <= due) {
-                    return;
-                }
-                self.cancel_timer(ctx);
-                let wait = Duration::from_millis((due - now).max(0) as u64);
-                let handle = ctx.run_later(wait, |act, ctx| {
-                    act.timer = None;
-                    act.pump(ctx);
-                });
-                self.timer = Some((due, handle));
-            }
+            Some(&(due, _)) => self.wake_at(ctx, due, now),
             None => self.cancel_timer(ctx),
         }
+    }
+
+    /// Makes sure the actor pumps again at `at` (or earlier).
+    fn wake_at(&mut self, ctx: &mut Context<Self>, at: UnixMillis, now: UnixMillis) {
+        if self.timer.is_some_and(|(t, _)| t <= at) {
+            return;
+        }
+        self.cancel_timer(ctx);
+        let wait = Duration::from_millis((at - now).max(0) as u64);
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.pump(ctx);
+        });
+        self.timer = Some((at, handle));
     }
 
     fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
@@ -165,8 +223,8 @@ impl EndpointActor {
         }
     }
 
-    fn start_attempt(&mut self, ctx: &mut Context<Self>, id: DeliveryId) {
-        self.in_flight.insert(id);
+    fn start_attempt(&mut self, ctx: &mut Context<Self>, id: DeliveryId, kind: AttemptKind) {
+        self.in_flight.insert(id, kind);
         let shared = self.shared.clone();
         let endpoint = self.endpoint.clone();
         let settings = self.settings.clone();
@@ -212,16 +270,14 @@ impl EndpointActor {
                 return self.after_change(ctx);
             }
         };
+        let kind = self
+            .in_flight
+            .get(&id)
+            .copied()
+            .unwrap_or(AttemptKind::Scheduled);
         let now = now_millis();
         let n = delivery.attempts + 1;
-        METRICS
-            .attempts
-            .with_label_values(&[&self.label, report.outcome.result_label()])
-            .inc();
-        METRICS
-            .attempt_duration
-            .with_label_values(&[&self.label])
-            .observe(report.duration.as_secs_f64());
+        self.note_attempt(&report, at, now);
         let attempt = Attempt {
             n,
             at,
@@ -251,18 +307,15 @@ impl EndpointActor {
                 }
             }
         }
-        let outcome = match delivery.status {
-            DeliveryStatus::Succeeded => Some("succeeded"),
-            DeliveryStatus::Failed => Some("failed"),
-            DeliveryStatus::Cancelled => Some("cancelled"),
-            DeliveryStatus::Pending => None,
-        };
-        if let Some(outcome) = outcome {
-            METRICS
-                .deliveries
-                .with_label_values(&[&self.label, outcome])
-                .inc();
+        let probe_failed =
+            kind == AttemptKind::Probe && self.failing() && !report.outcome.is_success();
+        if probe_failed {
+            self.stats.failed_probes = self.stats.failed_probes.saturating_add(1);
+            let wait = self.next_probe_wait(now);
+            let wait = report.retry_after.map_or(wait, |ra| ra.max(wait));
+            self.next_probe_at = Some(now + wait.as_millis() as i64);
         }
+        self.note_final(delivery.status, 1);
         match delivery.status {
             DeliveryStatus::Succeeded => tracing::debug!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
@@ -271,6 +324,12 @@ impl EndpointActor {
             DeliveryStatus::Failed => tracing::warn!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
                 error = attempt.error.as_deref().unwrap_or(""), "delivery failed; schedule exhausted"
+            ),
+            _ if probe_failed => tracing::debug!(
+                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
+                error = attempt.error.as_deref().unwrap_or(""),
+                next_probe_in_ms = self.next_probe_at.map(|t| t - now),
+                "probe failed; endpoint still failing"
             ),
             _ => tracing::info!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
@@ -281,11 +340,14 @@ impl EndpointActor {
         }
         let old_due = self.stored_due.get(&id).copied();
         let store = self.shared.store.clone();
+        let stats = (!self.deleting).then(|| self.stats.clone());
         let write = {
             let delivery = delivery.clone();
             async move {
                 store
-                    .call(move |s| s.update_delivery(&delivery, Some(&attempt), old_due))
+                    .call(move |s| {
+                        s.update_delivery(&delivery, Some(&attempt), old_due, stats.as_ref())
+                    })
                     .await
             }
         };
@@ -307,6 +369,75 @@ impl EndpointActor {
             }
             act.after_change(ctx);
         }));
+    }
+
+    /// Counts one attempt in the metrics and stats; opens the circuit after
+    /// [`circuit::OPEN_AFTER`] failures in a row and closes it on a success.
+    fn note_attempt(&mut self, report: &AttemptReport, at: UnixMillis, now: UnixMillis) {
+        METRICS
+            .attempts
+            .with_label_values(&[&self.label, report.outcome.result_label()])
+            .inc();
+        METRICS
+            .attempt_duration
+            .with_label_values(&[&self.label])
+            .observe(report.duration.as_secs_f64());
+        let stats = &mut self.stats;
+        if report.outcome.is_success() {
+            stats.consecutive_failures = 0;
+            stats.last_success_at = Some(at);
+            if let Some(since) = stats.failing_since.take() {
+                stats.failed_probes = 0;
+                self.next_probe_at = None;
+                tracing::info!(
+                    endpoint = %self.endpoint.id, failing_for_s = (now - since) / 1000,
+                    backlog = self.waiting.len(), "endpoint recovered; draining its queue"
+                );
+                self.publish_state();
+            }
+            return;
+        }
+        stats.consecutive_failures = stats.consecutive_failures.saturating_add(1);
+        stats.last_failure_at = Some(at);
+        if stats.failing_since.is_none() && stats.consecutive_failures >= circuit::OPEN_AFTER {
+            stats.failing_since = Some(now);
+            stats.failed_probes = 0;
+            self.next_probe_at = Some(now + self.next_probe_wait(now).as_millis() as i64);
+            tracing::warn!(
+                endpoint = %self.endpoint.id,
+                consecutive_failures = self.stats.consecutive_failures,
+                error = report.outcome.error().unwrap_or_default(),
+                "endpoint failing; holding its queue and probing it"
+            );
+            self.publish_state();
+        }
+    }
+
+    /// The wait before the next probe, given the probes that failed so far.
+    fn next_probe_wait(&self, now: UnixMillis) -> Duration {
+        let since = self.stats.failing_since.unwrap_or(now);
+        let open_for = Duration::from_millis((now - since).max(0) as u64);
+        circuit::probe_interval(self.stats.failed_probes, open_for)
+    }
+
+    /// Counts deliveries that reached a final status.
+    fn note_final(&mut self, status: DeliveryStatus, count: u64) {
+        let outcome = match status {
+            DeliveryStatus::Succeeded => {
+                self.stats.succeeded += count;
+                "succeeded"
+            }
+            DeliveryStatus::Failed => {
+                self.stats.failed += count;
+                "failed"
+            }
+            DeliveryStatus::Cancelled => "cancelled",
+            DeliveryStatus::Pending => return,
+        };
+        METRICS
+            .deliveries
+            .with_label_values(&[&self.label, outcome])
+            .inc_by(count);
     }
 
     fn forget(&mut self, id: DeliveryId) {
@@ -336,7 +467,7 @@ impl EndpointActor {
             .collect();
         // Held as in flight until written, so the actor outlives its last write.
         for (id, _) in &entries {
-            self.in_flight.insert(*id);
+            self.in_flight.insert(*id, AttemptKind::Scheduled);
         }
         let store = self.shared.store.clone();
         let write = async move {
@@ -350,10 +481,7 @@ impl EndpointActor {
             match written {
                 Ok((ids, cancelled)) => {
                     tracing::info!(endpoint = %act.endpoint.id, cancelled, "cancelled pending deliveries");
-                    METRICS
-                        .deliveries
-                        .with_label_values(&[&act.label, "cancelled"])
-                        .inc_by(cancelled as u64);
+                    act.note_final(DeliveryStatus::Cancelled, cancelled as u64);
                     for id in ids {
                         act.forget(id);
                     }
@@ -370,6 +498,14 @@ impl EndpointActor {
             }
         }));
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptKind {
+    /// A delivery whose turn came.
+    Scheduled,
+    /// The single request that tests a failing endpoint.
+    Probe,
 }
 
 enum AttemptResult {
@@ -506,7 +642,7 @@ impl Handler<RetryDelivery> for EndpointActor {
     fn handle(&mut self, msg: RetryDelivery, _: &mut Context<Self>) -> Self::Result {
         let id = msg.0;
         let now = now_millis();
-        if self.in_flight.contains(&id) {
+        if self.in_flight.contains_key(&id) {
             return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
         }
         if self.stored_due.contains_key(&id) {
@@ -533,7 +669,7 @@ impl Handler<RetryDelivery> for EndpointActor {
                             d.retries_used = 0;
                             d.next_attempt_at = Some(now);
                             d.updated_at = now;
-                            s.update_delivery(&d, None, None)?;
+                            s.update_delivery(&d, None, None, None)?;
                             Ok((RetryOutcome::Requeued, Some(now)))
                         }
                         // Pending in storage but not queued here: queue it under its stored due.
@@ -573,4 +709,187 @@ impl Handler<DrainEndpoint> for EndpointActor {
             let _ = rx.await;
         })
     }
+}
+
+/// The endpoint's live figures for `GET /v1/endpoints/{id}`.
+#[derive(Message)]
+#[rtype(result = "StatsSnapshot")]
+pub struct GetStats;
+
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    pub pending: usize,
+    pub in_flight: usize,
+    /// `active`, `paused` or `failing`.
+    pub state: &'static str,
+    pub stats: EndpointStats,
+    pub next_probe_at: Option<UnixMillis>,
+}
+
+impl Handler<GetStats> for EndpointActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(StatsSnapshot {
+            pending: self.stored_due.len(),
+            in_flight: self.in_flight.len() + self.tests_in_flight,
+            state: self.state(),
+            stats: self.stats.clone(),
+            next_probe_at: self.next_probe_at.filter(|_| self.failing()),
+        })
+    }
+}
+
+/// `POST /v1/endpoints/{id}/recover`: failed deliveries created in `[since, until]` go back to
+/// the queue with a fresh schedule. Answers how many.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StorageError>")]
+pub struct Recover {
+    pub since: UnixMillis,
+    pub until: UnixMillis,
+}
+
+impl Handler<Recover> for EndpointActor {
+    type Result = ResponseActFuture<Self, Result<usize, StorageError>>;
+
+    fn handle(&mut self, msg: Recover, _: &mut Context<Self>) -> Self::Result {
+        let store = self.shared.store.clone();
+        let endpoint = self.endpoint.id;
+        let now = now_millis();
+        let requeue = async move {
+            store
+                .call(move |s| s.requeue_failed(endpoint, msg.since, msg.until, now))
+                .await
+        };
+        Box::pin(requeue.into_actor(self).map(move |r, act, ctx| {
+            let ids = r?;
+            for id in &ids {
+                act.add_waiting(*id, now, now);
+            }
+            tracing::info!(endpoint = %act.endpoint.id, requeued = ids.len(), "recovered failed deliveries");
+            act.after_change(ctx);
+            Ok(ids.len())
+        }))
+    }
+}
+
+/// `POST /v1/endpoints/{id}/test`: one request now, even when paused or failing.
+#[derive(Message)]
+#[rtype(result = "Result<TestOutcome, StorageError>")]
+pub struct SendTest {
+    pub event_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub delivery_id: DeliveryId,
+    pub event_id: String,
+    pub attempt: Attempt,
+}
+
+impl Handler<SendTest> for EndpointActor {
+    type Result = ResponseActFuture<Self, Result<TestOutcome, StorageError>>;
+
+    fn handle(&mut self, msg: SendTest, _: &mut Context<Self>) -> Self::Result {
+        let now = now_millis();
+        let endpoint = self.endpoint.clone();
+        let (event, mut delivery) = test_event(&endpoint, msg.event_type, now);
+        self.tests_in_flight += 1;
+        let shared = self.shared.clone();
+        let settings = self.settings.clone();
+        let send = {
+            let (delivery, event) = (delivery.clone(), event.clone());
+            async move { send(&shared, &endpoint, &settings, &delivery, &event, now).await }
+        };
+        Box::pin(
+            send.into_actor(self)
+                .then(move |report, act, _| {
+                    let finished = now_millis();
+                    act.note_attempt(&report, now, finished);
+                    let attempt = Attempt {
+                        n: 1,
+                        at: now,
+                        status_code: report.outcome.status_code(),
+                        duration_ms: report.duration.as_millis() as u64,
+                        error: report.outcome.error(),
+                        response_body: report.response_body.clone(),
+                    };
+                    delivery.attempts = 1;
+                    delivery.updated_at = finished;
+                    delivery.status = if report.outcome.is_success() {
+                        DeliveryStatus::Succeeded
+                    } else {
+                        DeliveryStatus::Failed
+                    };
+                    act.note_final(delivery.status, 1);
+                    tracing::info!(
+                        endpoint = %delivery.endpoint_id, delivery = %delivery.id,
+                        status = attempt.status_code, error = attempt.error.as_deref().unwrap_or(""),
+                        "test sent"
+                    );
+                    let stats = act.stats.clone();
+                    let store = act.shared.store.clone();
+                    async move {
+                        let outcome = TestOutcome {
+                            delivery_id: delivery.id,
+                            event_id: event.id.clone(),
+                            attempt: attempt.clone(),
+                        };
+                        store
+                            .call(move |s| s.record_test(&event, &delivery, &attempt, &stats))
+                            .await
+                            .map(|()| outcome)
+                    }
+                    .into_actor(act)
+                })
+                .map(|r, act, ctx| {
+                    act.tests_in_flight -= 1;
+                    act.after_change(ctx);
+                    r
+                }),
+        )
+    }
+}
+
+/// The event and delivery of a test send: API.md's test payload, to this endpoint only.
+fn test_event(endpoint: &Endpoint, event_type: String, now: UnixMillis) -> (Event, Delivery) {
+    let key = EventKey::new();
+    let id = DeliveryId::new();
+    let event_id = format!("evt_{}", ulid::Ulid::new());
+    let mut payload = serde_json::Map::new();
+    payload.insert("event".into(), event_type.clone().into());
+    payload.insert("type".into(), event_type.clone().into());
+    payload.insert("test".into(), true.into());
+    payload.insert("endpoint_id".into(), endpoint.id.to_string().into());
+    payload.insert("timestamp".into(), rfc3339(now).into());
+    let body = crate::canonical::object_to_string(&payload);
+    let payload =
+        serde_json::value::RawValue::from_string(body).expect("canonical JSON is valid JSON");
+    let event = Event {
+        key,
+        id: event_id.clone(),
+        tenant: endpoint.spec.tenant.clone(),
+        event_type: event_type.clone(),
+        received_at: now,
+        deliveries: vec![DeliveryRef {
+            id,
+            endpoint_id: endpoint.id,
+        }],
+        payload,
+    };
+    let delivery = Delivery {
+        id,
+        endpoint_id: endpoint.id,
+        event_key: key,
+        event_id,
+        event_type,
+        tenant: endpoint.spec.tenant.clone(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        retries_used: 0,
+        next_attempt_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    (event, delivery)
 }

@@ -8,6 +8,7 @@
 //! Endpoint actors are spread over one arbiter (thread) per core, so a busy endpoint cannot hold
 //! up the others; every storage call they make runs on the blocking pool.
 
+pub mod circuit;
 mod endpoint;
 pub mod retry;
 mod supervisor;
@@ -18,7 +19,10 @@ use std::sync::Arc;
 use actix::Addr;
 use parking_lot::RwLock;
 
-pub use endpoint::{EndpointActor, Enqueue, RetryDelivery, RetryOutcome};
+pub use endpoint::{
+    EndpointActor, Enqueue, GetStats, Recover, RetryDelivery, RetryOutcome, SendTest,
+    StatsSnapshot, TestOutcome,
+};
 pub use supervisor::Drain;
 pub use supervisor::{
     start, CancelOrphans, ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange,

@@ -11,8 +11,8 @@ use actix::prelude::*;
 use super::endpoint::{Delete, DrainEndpoint, Reconfigure};
 use super::{EndpointActor, EndpointChangeError, Router, Shared};
 use crate::model::{
-    now_millis, DeliveryId, Endpoint, EndpointId, EndpointSpec, EndpointStatus, Secret,
-    SigningSecret, UnixMillis,
+    now_millis, DeliveryId, Endpoint, EndpointId, EndpointSpec, EndpointStats, EndpointStatus,
+    Secret, SigningSecret, UnixMillis,
 };
 use crate::storage::StorageError;
 
@@ -42,7 +42,14 @@ pub async fn start(
 ) -> Result<(Addr<Supervisor>, Recovered), StorageError> {
     let (endpoints, due) = shared
         .store
-        .call(|s| Ok((s.list_endpoints()?, s.due_entries()?)))
+        .call(|s| {
+            let mut endpoints = Vec::new();
+            for endpoint in s.list_endpoints()? {
+                let stats = s.get_stats(endpoint.id)?.unwrap_or_default();
+                endpoints.push((endpoint, stats));
+            }
+            Ok((endpoints, s.due_entries()?))
+        })
         .await?;
     let mut pending: HashMap<EndpointId, Vec<(UnixMillis, DeliveryId)>> = HashMap::new();
     let total = due.len();
@@ -61,9 +68,9 @@ pub async fn start(
         next_arbiter: 0,
     };
     let recovered_endpoints = endpoints.len();
-    for endpoint in endpoints {
+    for (endpoint, stats) in endpoints {
         let mine = pending.remove(&endpoint.id).unwrap_or_default();
-        supervisor.spawn_actor(Arc::new(endpoint), mine);
+        supervisor.spawn_actor(Arc::new(endpoint), stats, mine);
     }
     // Due entries whose endpoint is gone: it was deleted before its actor finished cancelling.
     let orphans: Vec<(DeliveryId, Option<UnixMillis>)> = pending
@@ -90,13 +97,18 @@ pub async fn start(
 }
 
 impl Supervisor {
-    fn spawn_actor(&mut self, endpoint: Arc<Endpoint>, pending: Vec<(UnixMillis, DeliveryId)>) {
+    fn spawn_actor(
+        &mut self,
+        endpoint: Arc<Endpoint>,
+        stats: EndpointStats,
+        pending: Vec<(UnixMillis, DeliveryId)>,
+    ) {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let shared = self.shared.clone();
         let actor_endpoint = endpoint.clone();
         let addr = EndpointActor::start_in_arbiter(arbiter, move |_| {
-            EndpointActor::new(actor_endpoint, shared, pending)
+            EndpointActor::new(actor_endpoint, shared, stats, pending)
         });
         self.router
             .insert(endpoint.id, Arc::new(endpoint.spec.clone()), addr);
@@ -180,7 +192,11 @@ impl Handler<CreateEndpoint> for Supervisor {
             move |written, act, _| {
                 written?;
                 tracing::info!(endpoint = %endpoint.id, tenant = %endpoint.spec.tenant, "endpoint created");
-                act.spawn_actor(Arc::new(endpoint.clone()), Vec::new());
+                act.spawn_actor(
+                    Arc::new(endpoint.clone()),
+                    EndpointStats::default(),
+                    Vec::new(),
+                );
                 Ok((endpoint, secret))
             },
         )))

@@ -1,7 +1,7 @@
 //! Column family names and key encodings. Every multi-part key is big-endian, fixed-width where
 //! it can be, so RocksDB's byte order is the order hookd iterates in (by endpoint, then due time).
 
-use crate::model::{DeliveryId, EndpointId, EventKey, UnixMillis};
+use crate::model::{DeliveryId, DeliveryStatus, EndpointId, EventKey, UnixMillis};
 
 /// Endpoint id → `Endpoint` (JSON).
 pub const CF_ENDPOINTS: &str = "endpoints";
@@ -16,13 +16,21 @@ pub const CF_DUE: &str = "due";
 /// Tenant ‖ 0x00 ‖ event id → event key ‖ delivery count: duplicate detection and lookup by id.
 pub const CF_IDEMPOTENCY: &str = "idempotency";
 
-pub const ALL_CFS: [&str; 6] = [
+/// Endpoint id ‖ delivery id → status byte: an endpoint's history, newest last, filterable by
+/// status without reading the deliveries.
+pub const CF_ENDPOINT_DELIVERIES: &str = "endpoint_deliveries";
+/// Endpoint id → `EndpointStats` (JSON).
+pub const CF_ENDPOINT_STATS: &str = "endpoint_stats";
+
+pub const ALL_CFS: [&str; 8] = [
     CF_ENDPOINTS,
     CF_EVENTS,
     CF_DELIVERIES,
     CF_ATTEMPTS,
     CF_DUE,
     CF_IDEMPOTENCY,
+    CF_ENDPOINT_DELIVERIES,
+    CF_ENDPOINT_STATS,
 ];
 
 pub const DUE_KEY_LEN: usize = 16 + 8 + 16;
@@ -67,6 +75,32 @@ pub fn decode_due_key(k: &[u8]) -> Option<(EndpointId, UnixMillis, DeliveryId)> 
     let due = u64::from_be_bytes(k[16..24].try_into().ok()?) as i64;
     let dlv = DeliveryId::from_bytes(k[24..].try_into().ok()?);
     Some((ep, due, dlv))
+}
+
+pub fn endpoint_delivery_key(endpoint: EndpointId, delivery: DeliveryId) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&endpoint.to_bytes());
+    k[16..].copy_from_slice(&delivery.to_bytes());
+    k
+}
+
+pub fn decode_endpoint_delivery_key(k: &[u8]) -> Option<(EndpointId, DeliveryId)> {
+    if k.len() != 32 {
+        return None;
+    }
+    Some((
+        EndpointId::from_bytes(k[..16].try_into().ok()?),
+        DeliveryId::from_bytes(k[16..].try_into().ok()?),
+    ))
+}
+
+pub fn status_byte(status: DeliveryStatus) -> u8 {
+    match status {
+        DeliveryStatus::Pending => 0,
+        DeliveryStatus::Succeeded => 1,
+        DeliveryStatus::Failed => 2,
+        DeliveryStatus::Cancelled => 3,
+    }
 }
 
 /// Identifiers never contain 0x00, so the separator makes (tenant, id) pairs unambiguous.
@@ -122,6 +156,30 @@ mod tests {
         assert!(attempt_key(d, 2) < attempt_key(d, 10));
         assert!(attempt_key(d, 255) < attempt_key(d, 256));
         assert_eq!(&attempt_key(d, 1)[..16], &d.to_bytes());
+    }
+
+    #[test]
+    fn endpoint_delivery_keys_group_by_endpoint_in_creation_order() {
+        let ep = EndpointId::new();
+        let a = DeliveryId(Ulid::from_parts(1000, 5));
+        let b = DeliveryId(Ulid::from_parts(1001, 0));
+        assert!(endpoint_delivery_key(ep, a) < endpoint_delivery_key(ep, b));
+        let other = EndpointId(Ulid(ep.0 .0 + 1));
+        assert!(endpoint_delivery_key(ep, b) < endpoint_delivery_key(other, a));
+        assert_eq!(
+            decode_endpoint_delivery_key(&endpoint_delivery_key(ep, a)),
+            Some((ep, a))
+        );
+        let bytes: Vec<u8> = [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Succeeded,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Cancelled,
+        ]
+        .into_iter()
+        .map(status_byte)
+        .collect();
+        assert_eq!(bytes, [0, 1, 2, 3]);
     }
 
     #[test]

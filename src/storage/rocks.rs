@@ -17,8 +17,8 @@ use super::keys::*;
 use super::{DueEntry, IngestOutcome, NewEvent, StorageError};
 use crate::metrics::METRICS;
 use crate::model::{
-    Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event, EventKey,
-    UnixMillis,
+    Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EndpointStats, Event,
+    EventKey, UnixMillis,
 };
 
 /// Most events the group-commit thread folds into one write.
@@ -153,7 +153,12 @@ impl Store {
     pub fn delete_endpoint(&self, id: EndpointId) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_ENDPOINTS), endpoint_key(id));
+        batch.delete_cf(self.cf(CF_ENDPOINT_STATS), endpoint_key(id));
         self.write(batch, true)
+    }
+
+    pub fn get_stats(&self, id: EndpointId) -> Result<Option<EndpointStats>, StorageError> {
+        self.get(CF_ENDPOINT_STATS, &endpoint_key(id))
     }
 
     pub fn get_endpoint(&self, id: EndpointId) -> Result<Option<Endpoint>, StorageError> {
@@ -246,17 +251,160 @@ impl Store {
     }
 
     /// Writes a delivery's new state (and the attempt that led to it, if any), moving its due
-    /// entry from `old_due` to `delivery.next_attempt_at` (none once final). No fsync: a lost
-    /// attempt result only means the attempt is made again.
+    /// entry from `old_due` to `delivery.next_attempt_at` (none once final), with the endpoint's
+    /// stats as they stand after it. No fsync: a lost attempt result only means the attempt is
+    /// made again.
     pub fn update_delivery(
         &self,
         delivery: &Delivery,
         attempt: Option<&Attempt>,
         old_due: Option<UnixMillis>,
+        stats: Option<&EndpointStats>,
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         self.stage_delivery_update(&mut batch, delivery, attempt, old_due)?;
+        if let Some(stats) = stats {
+            batch.put_cf(
+                self.cf(CF_ENDPOINT_STATS),
+                endpoint_key(delivery.endpoint_id),
+                encode(stats)?,
+            );
+        }
         self.write(batch, false)
+    }
+
+    /// A test send, stored once it has its outcome: the event, its one final delivery and that
+    /// delivery's single attempt, so the history shows it like any other.
+    pub fn record_test(
+        &self,
+        event: &Event,
+        delivery: &Delivery,
+        attempt: &Attempt,
+        stats: &EndpointStats,
+    ) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_IDEMPOTENCY),
+            idempotency_key(&event.tenant, &event.id),
+            idempotency_value(event.key, 1),
+        );
+        batch.put_cf(self.cf(CF_EVENTS), event_key(event.key), encode(event)?);
+        self.stage_delivery_update(&mut batch, delivery, Some(attempt), None)?;
+        batch.put_cf(
+            self.cf(CF_ENDPOINT_STATS),
+            endpoint_key(delivery.endpoint_id),
+            encode(stats)?,
+        );
+        self.write(batch, false)
+    }
+
+    /// One page of an endpoint's deliveries, newest first, each with its attempts: those
+    /// created before `before` (a cursor), with `status` if given. The second value is the
+    /// cursor of the next page, if there is one.
+    #[allow(clippy::type_complexity)]
+    pub fn endpoint_deliveries(
+        &self,
+        endpoint: EndpointId,
+        status: Option<DeliveryStatus>,
+        before: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<(Vec<(Delivery, Vec<Attempt>)>, Option<DeliveryId>), StorageError> {
+        let start = endpoint_delivery_key(
+            endpoint,
+            before.unwrap_or(DeliveryId(ulid::Ulid(u128::MAX))),
+        );
+        let prefix = endpoint_key(endpoint);
+        let mut ids = Vec::with_capacity(limit);
+        let mut more = false;
+        let iter = self.db.iterator_cf(
+            self.cf(CF_ENDPOINT_DELIVERIES),
+            IteratorMode::From(&start, Direction::Reverse),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some((_, id)) = decode_endpoint_delivery_key(&k) else {
+                continue;
+            };
+            if Some(id) == before {
+                continue;
+            }
+            if status.is_some_and(|s| v.first() != Some(&status_byte(s))) {
+                continue;
+            }
+            if ids.len() == limit {
+                more = true;
+                break;
+            }
+            ids.push(id);
+        }
+        let next = if more { ids.last().copied() } else { None };
+        let mut out = Vec::with_capacity(ids.len());
+        for found in self.get_deliveries(&ids)?.into_iter().flatten() {
+            let attempts = self.attempts(found.id)?;
+            out.push((found, attempts));
+        }
+        Ok((out, next))
+    }
+
+    /// Puts every `failed` delivery of `endpoint` created in `[since, until]` back in the queue,
+    /// due at `now` with a fresh retry budget; returns their ids.
+    pub fn requeue_failed(
+        &self,
+        endpoint: EndpointId,
+        since: UnixMillis,
+        until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StorageError> {
+        let from = endpoint_delivery_key(
+            endpoint,
+            DeliveryId(ulid::Ulid::from_parts(since.max(0) as u64, 0)),
+        );
+        let to = endpoint_delivery_key(
+            endpoint,
+            DeliveryId(ulid::Ulid::from_parts(until.max(0) as u64, u128::MAX)),
+        );
+        let failed = [status_byte(DeliveryStatus::Failed)];
+        let mut requeued = Vec::new();
+        let mut chunk = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_ENDPOINT_DELIVERIES),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let mut flush = |chunk: &mut Vec<DeliveryId>| -> Result<(), StorageError> {
+            let mut updates = Vec::with_capacity(chunk.len());
+            for mut d in self.get_deliveries(chunk)?.into_iter().flatten() {
+                if d.status == DeliveryStatus::Failed {
+                    d.status = DeliveryStatus::Pending;
+                    d.retries_used = 0;
+                    d.next_attempt_at = Some(now);
+                    d.updated_at = now;
+                    requeued.push(d.id);
+                    updates.push((d, None));
+                }
+            }
+            chunk.clear();
+            self.update_deliveries(&updates)
+        };
+        for item in iter {
+            let (k, v) = item?;
+            if *k > to[..] {
+                break;
+            }
+            if *v != failed {
+                continue;
+            }
+            if let Some((_, id)) = decode_endpoint_delivery_key(&k) {
+                chunk.push(id);
+            }
+            if chunk.len() >= 1000 {
+                flush(&mut chunk)?;
+            }
+        }
+        flush(&mut chunk)?;
+        Ok(requeued)
     }
 
     /// Several [`Store::update_delivery`] calls in one write.
@@ -283,6 +431,11 @@ impl Store {
             self.cf(CF_DELIVERIES),
             delivery_key(delivery.id),
             encode(delivery)?,
+        );
+        batch.put_cf(
+            self.cf(CF_ENDPOINT_DELIVERIES),
+            endpoint_delivery_key(delivery.endpoint_id, delivery.id),
+            [status_byte(delivery.status)],
         );
         if let Some(a) = attempt {
             batch.put_cf(
@@ -368,6 +521,10 @@ impl Store {
             }
             for d in deliveries.iter().flatten() {
                 batch.delete_cf(self.cf(CF_DELIVERIES), delivery_key(d.id));
+                batch.delete_cf(
+                    self.cf(CF_ENDPOINT_DELIVERIES),
+                    endpoint_delivery_key(d.endpoint_id, d.id),
+                );
                 batch.delete_range_cf(
                     self.cf(CF_ATTEMPTS),
                     attempt_key(d.id, 0),
@@ -467,6 +624,11 @@ fn commit(store: &Store, jobs: &[CommitJob]) -> Result<Vec<Vec<IngestOutcome>>, 
             batch.put_cf(store.cf(CF_EVENTS), event_key(ev.key), encode(ev)?);
             for d in &new.deliveries {
                 batch.put_cf(store.cf(CF_DELIVERIES), delivery_key(d.id), encode(d)?);
+                batch.put_cf(
+                    store.cf(CF_ENDPOINT_DELIVERIES),
+                    endpoint_delivery_key(d.endpoint_id, d.id),
+                    [status_byte(d.status)],
+                );
                 if let Some(due) = d.next_attempt_at {
                     batch.put_cf(store.cf(CF_DUE), due_key(d.endpoint_id, due, d.id), []);
                 }

@@ -291,6 +291,8 @@ struct ReceiverState {
     delay_ms: AtomicU64,
     current: AtomicUsize,
     max_concurrent: AtomicUsize,
+    /// Sent as `Retry-After` with every non-2xx answer, when set.
+    retry_after: Mutex<Option<String>>,
 }
 
 /// A webhook receiver on 127.0.0.1 that records every request.
@@ -355,6 +357,10 @@ impl Receiver {
         self.state.default_status.store(status, Ordering::SeqCst);
     }
 
+    pub fn set_retry_after(&self, value: Option<&str>) {
+        *self.state.retry_after.lock().unwrap() = value.map(str::to_string);
+    }
+
     pub fn wait_count(&self, n: usize, within: Duration) {
         wait_until(within, &format!("{n} requests at {}", self.url), || {
             self.count() >= n
@@ -396,8 +402,14 @@ async fn receive(
         .pop_front()
         .unwrap_or_else(|| state.default_status.load(Ordering::SeqCst));
     state.current.fetch_sub(1, Ordering::SeqCst);
-    actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-        .body(format!("answered {status}"))
+    let mut response =
+        actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    if !(200..300).contains(&status) {
+        if let Some(ra) = state.retry_after.lock().unwrap().clone() {
+            response.insert_header(("Retry-After", ra));
+        }
+    }
+    response.body(format!("answered {status}"))
 }
 
 pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
