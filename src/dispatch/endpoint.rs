@@ -49,8 +49,12 @@ pub struct EndpointActor {
     in_flight: HashMap<DeliveryId, AttemptKind>,
     /// Test sends awaiting their outcome; shutdown waits for them too.
     tests_in_flight: usize,
-    /// Counts, last outcomes and circuit state; stored with every attempt result.
+    /// Counts, last outcomes and circuit state.
     stats: EndpointStats,
+    /// One stats write at a time, so the last one stored is the newest; changes made while
+    /// one is out are written together when it returns.
+    stats_writing: bool,
+    stats_dirty: bool,
     /// While failing: the earliest time the next probe may start.
     next_probe_at: Option<UnixMillis>,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
@@ -88,6 +92,8 @@ impl EndpointActor {
             in_flight: HashMap::new(),
             tests_in_flight: 0,
             stats,
+            stats_writing: false,
+            stats_dirty: false,
             next_probe_at,
             deleting: false,
             draining: false,
@@ -156,7 +162,11 @@ impl EndpointActor {
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.publish_gauges();
-        if self.draining && self.in_flight.is_empty() && self.tests_in_flight == 0 {
+        if self.draining
+            && self.in_flight.is_empty()
+            && self.tests_in_flight == 0
+            && !self.stats_writing
+        {
             for waiter in self.drain_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -340,14 +350,12 @@ impl EndpointActor {
         }
         let old_due = self.stored_due.get(&id).copied();
         let store = self.shared.store.clone();
-        let stats = (!self.deleting).then(|| self.stats.clone());
+        self.save_stats(ctx);
         let write = {
             let delivery = delivery.clone();
             async move {
                 store
-                    .call(move |s| {
-                        s.update_delivery(&delivery, Some(&attempt), old_due, stats.as_ref())
-                    })
+                    .call(move |s| s.update_delivery(&delivery, Some(&attempt), old_due))
                     .await
             }
         };
@@ -418,6 +426,36 @@ impl EndpointActor {
         let since = self.stats.failing_since.unwrap_or(now);
         let open_for = Duration::from_millis((now - since).max(0) as u64);
         circuit::probe_interval(self.stats.failed_probes, open_for)
+    }
+
+    /// Stores the stats as they are now, after any write already under way.
+    fn save_stats(&mut self, ctx: &mut Context<Self>) {
+        if self.deleting {
+            return;
+        }
+        self.stats_dirty = true;
+        if self.stats_writing {
+            return;
+        }
+        self.stats_writing = true;
+        self.stats_dirty = false;
+        let (store, id, stats) = (
+            self.shared.store.clone(),
+            self.endpoint.id,
+            self.stats.clone(),
+        );
+        let write = async move { store.call(move |s| s.put_stats(id, &stats)).await };
+        ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
+            act.stats_writing = false;
+            if let Err(e) = written {
+                tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot store endpoint stats");
+            }
+            if act.stats_dirty {
+                act.save_stats(ctx);
+            } else if act.draining {
+                act.pump(ctx);
+            }
+        }));
     }
 
     /// Counts deliveries that reached a final status.
@@ -669,7 +707,7 @@ impl Handler<RetryDelivery> for EndpointActor {
                             d.retries_used = 0;
                             d.next_attempt_at = Some(now);
                             d.updated_at = now;
-                            s.update_delivery(&d, None, None, None)?;
+                            s.update_delivery(&d, None, None)?;
                             Ok((RetryOutcome::Requeued, Some(now)))
                         }
                         // Pending in storage but not queued here: queue it under its stored due.
@@ -803,7 +841,7 @@ impl Handler<SendTest> for EndpointActor {
         };
         Box::pin(
             send.into_actor(self)
-                .then(move |report, act, _| {
+                .then(move |report, act, ctx| {
                     let finished = now_millis();
                     act.note_attempt(&report, now, finished);
                     let attempt = Attempt {
@@ -827,7 +865,7 @@ impl Handler<SendTest> for EndpointActor {
                         status = attempt.status_code, error = attempt.error.as_deref().unwrap_or(""),
                         "test sent"
                     );
-                    let stats = act.stats.clone();
+                    act.save_stats(ctx);
                     let store = act.shared.store.clone();
                     async move {
                         let outcome = TestOutcome {
@@ -836,7 +874,7 @@ impl Handler<SendTest> for EndpointActor {
                             attempt: attempt.clone(),
                         };
                         store
-                            .call(move |s| s.record_test(&event, &delivery, &attempt, &stats))
+                            .call(move |s| s.record_test(&event, &delivery, &attempt))
                             .await
                             .map(|()| outcome)
                     }

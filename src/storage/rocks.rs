@@ -251,25 +251,23 @@ impl Store {
     }
 
     /// Writes a delivery's new state (and the attempt that led to it, if any), moving its due
-    /// entry from `old_due` to `delivery.next_attempt_at` (none once final), with the endpoint's
-    /// stats as they stand after it. No fsync: a lost attempt result only means the attempt is
-    /// made again.
+    /// entry from `old_due` to `delivery.next_attempt_at` (none once final). No fsync: a lost
+    /// attempt result only means the attempt is made again.
     pub fn update_delivery(
         &self,
         delivery: &Delivery,
         attempt: Option<&Attempt>,
         old_due: Option<UnixMillis>,
-        stats: Option<&EndpointStats>,
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         self.stage_delivery_update(&mut batch, delivery, attempt, old_due)?;
-        if let Some(stats) = stats {
-            batch.put_cf(
-                self.cf(CF_ENDPOINT_STATS),
-                endpoint_key(delivery.endpoint_id),
-                encode(stats)?,
-            );
-        }
+        self.write(batch, false)
+    }
+
+    /// No fsync: after a crash the counts may miss the last few outcomes.
+    pub fn put_stats(&self, id: EndpointId, stats: &EndpointStats) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_ENDPOINT_STATS), endpoint_key(id), encode(stats)?);
         self.write(batch, false)
     }
 
@@ -280,7 +278,6 @@ impl Store {
         event: &Event,
         delivery: &Delivery,
         attempt: &Attempt,
-        stats: &EndpointStats,
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(
@@ -290,11 +287,6 @@ impl Store {
         );
         batch.put_cf(self.cf(CF_EVENTS), event_key(event.key), encode(event)?);
         self.stage_delivery_update(&mut batch, delivery, Some(attempt), None)?;
-        batch.put_cf(
-            self.cf(CF_ENDPOINT_STATS),
-            endpoint_key(delivery.endpoint_id),
-            encode(stats)?,
-        );
         self.write(batch, false)
     }
 
