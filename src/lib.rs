@@ -120,7 +120,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
-        sender: Sender::new()?,
+        sender: Sender::new(config.delivery.allow_private_networks)?,
     });
     let state = web::Data::new(AppState {
         config: config.clone(),

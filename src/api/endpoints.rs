@@ -83,6 +83,17 @@ fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
     if url.host_str().is_none_or(str::is_empty) {
         return fail("url", "has no host");
     }
+    if !config.delivery.allow_private_networks {
+        if let Err(blocked) = crate::delivery::guard::check_url(&url) {
+            return fail(
+                "url",
+                format!(
+                    "points at private address {} (delivery.allow_private_networks is false)",
+                    blocked.0
+                ),
+            );
+        }
+    }
     if spec.event_types.is_empty() {
         return fail("event_types", "must list at least one type, or \"*\"");
     }

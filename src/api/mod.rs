@@ -172,11 +172,21 @@ async fn read_json_body(
 
 /// Parses JSON into `T`; the error names the field at fault (`events[2].type: …`).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            "the body is empty; expected a JSON object",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "the body is empty; expected a JSON object",
+            ))
+        }
+        // serde would read an array as a struct's fields in order; no request is an array.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "expected a JSON object",
+            ))
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);

@@ -2,6 +2,7 @@
 //! bounded response reads), the request exactly as API.md §6 describes it, and the
 //! classification of what came back into an [`AttemptOutcome`] before anyone decides on retries.
 
+pub mod guard;
 pub mod signing;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub enum AttemptOutcome {
     },
     Timeout,
     Connect(String),
+    /// Refused by the SSRF guard before connecting.
+    Blocked(guard::Blocked),
     Other(String),
 }
 
@@ -59,6 +62,7 @@ impl AttemptOutcome {
             AttemptOutcome::HttpStatus { status } => Some(format!("status {status}")),
             AttemptOutcome::Timeout => Some("timeout".into()),
             AttemptOutcome::Connect(m) => Some(format!("connect: {m}")),
+            AttemptOutcome::Blocked(b) => Some(b.to_string()),
             AttemptOutcome::Other(m) => Some(m.clone()),
         }
     }
@@ -71,7 +75,7 @@ impl AttemptOutcome {
             AttemptOutcome::HttpStatus { status } if (500..600).contains(status) => "http_5xx",
             AttemptOutcome::HttpStatus { .. } => "other",
             AttemptOutcome::Timeout => "timeout",
-            AttemptOutcome::Connect(_) => "connect_error",
+            AttemptOutcome::Connect(_) | AttemptOutcome::Blocked(_) => "connect_error",
             AttemptOutcome::Other(_) => "other",
         }
     }
@@ -107,18 +111,29 @@ pub struct WebhookRequest<'a> {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    allow_private_networks: bool,
 }
 
 impl Sender {
-    pub fn new() -> Result<Sender, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// Unless `allow_private_networks`, every connection goes through the SSRF guard. Proxy
+    /// settings from the environment are ignored: a proxy would connect on hookd's behalf,
+    /// out of the guard's sight.
+    pub fn new(allow_private_networks: bool) -> Result<Sender, reqwest::Error> {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if !allow_private_networks {
+            builder = builder.dns_resolver(std::sync::Arc::new(guard::GuardedResolver));
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Sender { client })
+        Ok(Sender {
+            client,
+            allow_private_networks,
+        })
     }
 
     pub fn headers(req: &WebhookRequest<'_>) -> HeaderMap {
@@ -167,6 +182,17 @@ impl Sender {
     /// Sends one attempt; never fails, every problem is an [`AttemptOutcome`].
     pub async fn send(&self, req: WebhookRequest<'_>) -> AttemptReport {
         let started = Instant::now();
+        if !self.allow_private_networks {
+            let literal = reqwest::Url::parse(req.url).map(|u| guard::check_url(&u));
+            if let Ok(Err(blocked)) = literal {
+                return AttemptReport {
+                    outcome: AttemptOutcome::Blocked(blocked),
+                    duration: started.elapsed(),
+                    response_body: None,
+                    retry_after: None,
+                };
+            }
+        }
         let headers = Self::headers(&req);
         let body = req.body.clone();
         let result = self
@@ -248,6 +274,9 @@ fn classify_error(e: &reqwest::Error) -> AttemptOutcome {
     let mut cause = String::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        if let Some(blocked) = s.downcast_ref::<guard::Blocked>() {
+            return AttemptOutcome::Blocked(*blocked);
+        }
         cause = s.to_string();
         source = s.source();
     }
