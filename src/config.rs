@@ -76,6 +76,7 @@ pub struct StorageConfig {
     pub sync: bool,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +292,7 @@ mod tests {
         assert_eq!(c.storage.path, PathBuf::from("./data"));
         assert!(c.storage.sync);
         assert_eq!(c.storage.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.storage.min_free_bytes, 256 << 20);
         assert_eq!(
             c.retry_schedule(),
             [60, 300, 1800, 7200, 86400].map(Duration::from_secs)

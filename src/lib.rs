@@ -110,7 +110,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let store = Store::open(&config.storage.path, config.storage.sync)?;
+    let store = Store::open(
+        &config.storage.path,
+        config.storage.sync,
+        config.storage.min_free_bytes,
+    )?;
     let mut admin_tokens = config.auth.admin_tokens.clone();
     if admin_tokens.is_empty() {
         admin_tokens.push(generated_admin_token(&config.storage.path)?);

@@ -71,6 +71,9 @@ impl ResponseError for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
+        if let StorageError::DiskFull { .. } = e {
+            return ApiError::unavailable("disk_full", e.to_string());
+        }
         tracing::error!(error = %e, "storage error while serving a request");
         ApiError::unavailable("storage_unavailable", e.to_string())
     }

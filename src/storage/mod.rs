@@ -30,6 +30,11 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("storage is shutting down")]
     Closed,
+    #[error(
+        "disk full: {free} bytes free on the file system of {path}, below storage.min_free_bytes \
+         ({min}); new events are refused until there is room"
+    )]
+    DiskFull { path: String, free: u64, min: u64 },
 }
 
 /// An event ready to be stored with the deliveries routing gave it.

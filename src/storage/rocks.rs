@@ -46,7 +46,8 @@ impl From<rocksdb::Error> for StorageError {
 
 impl Store {
     /// Opens (creating when missing) the database under `path`, a directory left at mode 0700.
-    pub fn open(path: &Path, sync: bool) -> Result<Store, StorageError> {
+    /// Ingest is refused while the file system has less than `min_free_bytes` free.
+    pub fn open(path: &Path, sync: bool, min_free_bytes: u64) -> Result<Store, StorageError> {
         std::fs::create_dir_all(path)?;
         #[cfg(unix)]
         {
@@ -78,9 +79,13 @@ impl Store {
         let db = Arc::new(db);
         let (commits, rx) = crossbeam_channel::unbounded();
         let thread_db = db.clone();
+        let room = FreeSpace {
+            path: path.to_path_buf(),
+            min: min_free_bytes,
+        };
         std::thread::Builder::new()
             .name("hookd-commit".into())
-            .spawn(move || commit_loop(thread_db, rx, sync))?;
+            .spawn(move || commit_loop(thread_db, rx, sync, room))?;
         Ok(Store { db, commits, sync })
     }
 
@@ -553,12 +558,18 @@ fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, Stor
 /// being fsync'd and stores them all with one write. Duplicate checks happen here, on the one
 /// thread that writes idempotency keys, so two concurrent requests with the same id cannot
 /// both be stored.
-fn commit_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<CommitJob>, sync: bool) {
+fn commit_loop(
+    db: Arc<DB>,
+    rx: crossbeam_channel::Receiver<CommitJob>,
+    sync: bool,
+    room: FreeSpace,
+) {
     let store = Store {
         db,
         commits: crossbeam_channel::bounded(0).0,
         sync,
     };
+    let mut was_full = false;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut events = jobs[0].events.len();
@@ -571,16 +582,35 @@ fn commit_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<CommitJob>, sync: bo
                 Err(_) => break,
             }
         }
-        let outcome = commit(&store, &jobs);
+        let full = room.check();
+        match (&full, was_full) {
+            (Err(e), false) => tracing::error!(error = %e, "refusing new events"),
+            (Ok(()), true) => tracing::info!("disk has room again; accepting new events"),
+            _ => {}
+        }
+        was_full = full.is_err();
+        let outcome = full.and_then(|()| commit(&store, &jobs));
         match outcome {
             Ok(per_job) => {
                 for (job, outcomes) in jobs.into_iter().zip(per_job) {
                     let _ = job.reply.send(Ok(outcomes));
                 }
             }
+            Err(StorageError::DiskFull { path, free, min }) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(StorageError::DiskFull {
+                        path: path.clone(),
+                        free,
+                        min,
+                    }));
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "ingest write failed");
-                let message = e.to_string();
+                let message = match &e {
+                    StorageError::Engine(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 for job in jobs {
                     let _ = job.reply.send(Err(StorageError::Engine(message.clone())));
                 }
@@ -590,6 +620,49 @@ fn commit_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<CommitJob>, sync: bo
             }
         }
     }
+}
+
+/// The free-space floor under which ingest is refused. Checked before every group commit
+/// (one `statvfs`), so RocksDB itself never meets a full disk because of new events: its
+/// out-of-space handling stops all writes until it has a memtable's worth free again.
+struct FreeSpace {
+    path: std::path::PathBuf,
+    min: u64,
+}
+
+impl FreeSpace {
+    fn check(&self) -> Result<(), StorageError> {
+        if self.min == 0 {
+            return Ok(());
+        }
+        let free = match free_bytes(&self.path) {
+            Ok(n) => n,
+            // Cannot tell: let the write decide.
+            Err(_) => return Ok(()),
+        };
+        if free < self.min {
+            return Err(StorageError::DiskFull {
+                path: self.path.display().to_string(),
+                free,
+                min: self.min,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes an unprivileged writer can still use on the file system holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value for it.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a writable statvfs.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 fn commit(store: &Store, jobs: &[CommitJob]) -> Result<Vec<Vec<IngestOutcome>>, StorageError> {
