@@ -414,3 +414,58 @@ fn generated_requests_never_get_a_5xx() {
     assert_eq!(status, 200, "still serving");
     assert!(!h.log_text().contains("panicked"), "no panic in the logs");
 }
+
+#[test]
+fn a_batch_with_bad_items_stores_and_delivers_the_good_ones() {
+    let h = Hookd::start(&[]);
+    let rx = Receiver::start();
+    h.endpoint("t1", &rx.url, &["*"], json!({}));
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+    let body = format!(
+        r#"{{"events": [
+            {{"id": "good-1", "tenant": "t1", "type": "a", "payload": {{"n": 1}}}},
+            {{"id": "bad-1", "tenant": 1, "type": "a", "payload": {{}}}},
+            {{"id": "bad-2", "tenant": "t1", "type": "a b", "payload": {{}}}},
+            [1, 2],
+            {{"id": "bad-3", "tenant": "t1", "type": "a", "payload": {deep}}},
+            {{"id": "bad-4", "tenant": "t1", "type": "a", "payload": {{}}, "extra": true}},
+            {{"id": "good-2", "tenant": "t1", "type": "a", "payload": {{"n": 2}}}}
+        ]}}"#
+    );
+    let (status, text) = send(
+        &h,
+        Method::POST,
+        "/v1/events/batch",
+        Some("application/json"),
+        body.into_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 7);
+    for (i, r) in results.iter().enumerate() {
+        let good = i == 0 || i == 6;
+        assert_eq!(r["error"].is_null(), good, "item {i}: {r}");
+        if good {
+            assert_eq!(r["deliveries"], 1);
+        } else {
+            let message = r["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!("events[{i}]")),
+                "item {i}: {message}"
+            );
+        }
+    }
+    rx.wait_count(2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids: Vec<String> = rx.received().iter().map(|r| r.event_id()).collect();
+    ids.sort();
+    assert_eq!(ids, ["good-1", "good-2"]);
+    for bad in ["bad-1", "bad-2", "bad-3", "bad-4"] {
+        assert_eq!(
+            h.get(&format!("/v1/events/{bad}?tenant=t1")).0,
+            404,
+            "{bad} not stored"
+        );
+    }
+}

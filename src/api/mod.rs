@@ -172,11 +172,16 @@ async fn read_json_body(
 
 /// Parses JSON into `T`; the error names the field at fault (`events[2].type: …`).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, ApiError> {
+    let prefix = if context.is_empty() {
+        String::new()
+    } else {
+        format!("{context}: ")
+    };
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => {
             return Err(ApiError::bad_request(
                 "invalid_json",
-                "the body is empty; expected a JSON object",
+                format!("{prefix}the body is empty; expected a JSON object"),
             ))
         }
         // serde would read an array as a struct's fields in order; no request is an array.
@@ -184,7 +189,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, Api
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_json",
-                "expected a JSON object",
+                format!("{prefix}expected a JSON object"),
             ))
         }
     }
