@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Every event allocates its way through parsing, signing and storage on several threads at
+/// once; mimalloc's per-thread heaps keep that off glibc malloc's shared arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hookd::config::Config;
 
 #[derive(Parser)]

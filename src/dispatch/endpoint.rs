@@ -1,9 +1,8 @@
 //! [`EndpointActor`]: one per endpoint; the only writer of that endpoint's deliveries.
 //!
 //! Invariants:
-//! - a pending delivery known to the actor is in exactly one of `waiting` (by effective due
-//!   time) and `in_flight`; `stored_due` holds the due time its `due` index entry is stored
-//!   under, which the next write moves or removes;
+//! - the [`PendingQueue`] holds the endpoint's pending deliveries (a window of them in memory,
+//!   the rest paged out in storage); one in memory is either waiting there or in `in_flight`;
 //! - at most `max_concurrency` deliveries are in flight; a delivery stays in flight until its
 //!   attempt result is written, so two writes for one delivery never race;
 //! - paused: nothing starts; resume makes every waiting delivery due now (the backlog drains);
@@ -14,13 +13,14 @@
 //! - test sends are outside the queue: they never wait, never count against `max_concurrency`
 //!   and are stored only once they have their outcome.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::circuit;
+use super::queue::PendingQueue;
 use super::retry::EndpointSettings;
 use super::Shared;
 use crate::delivery::{AttemptReport, WebhookRequest};
@@ -29,12 +29,14 @@ use crate::model::{
     now_millis, rfc3339, Attempt, Delivery, DeliveryId, DeliveryRef, DeliveryStatus, Endpoint,
     EndpointStats, EndpointStatus, Event, EventKey, UnixMillis,
 };
-use crate::storage::StorageError;
+use crate::storage::{DeliveryUpdate, Loaded, StorageError};
 
 /// How long a delivery waits after storage failed while handling it.
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
 /// How often the oldest-pending-age gauge is refreshed.
 const AGE_REFRESH: Duration = Duration::from_secs(5);
+/// Most records read ahead in one storage call.
+const READ_AHEAD: usize = 256;
 
 pub struct EndpointActor {
     endpoint: Arc<Endpoint>,
@@ -42,11 +44,10 @@ pub struct EndpointActor {
     label: String,
     settings: EndpointSettings,
     shared: Arc<Shared>,
-    /// Pending deliveries not in flight, ordered by when they are due.
-    waiting: BTreeSet<(UnixMillis, DeliveryId)>,
-    /// Due time of each pending delivery's stored `due` entry (waiting or in flight).
-    stored_due: HashMap<DeliveryId, UnixMillis>,
+    queue: PendingQueue,
     in_flight: HashMap<DeliveryId, AttemptKind>,
+    /// A read-ahead of waiting deliveries' records is under way.
+    reading_ahead: bool,
     /// Test sends awaiting their outcome; shutdown waits for them too.
     tests_in_flight: usize,
     /// Counts, last outcomes and circuit state.
@@ -59,6 +60,8 @@ pub struct EndpointActor {
     next_probe_at: Option<UnixMillis>,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
     deleting: bool,
+    /// The cancellation of everything not in flight is being written.
+    cancelling: bool,
     /// Set by [`DrainEndpoint`] at shutdown: start nothing new; wake the waiters once nothing
     /// is in flight.
     draining: bool,
@@ -72,7 +75,7 @@ impl EndpointActor {
         endpoint: Arc<Endpoint>,
         shared: Arc<Shared>,
         stats: EndpointStats,
-        pending: impl IntoIterator<Item = (UnixMillis, DeliveryId)>,
+        queue: PendingQueue,
     ) -> EndpointActor {
         let settings = EndpointSettings::resolve(&endpoint.spec, &shared.config.delivery);
         // A restart keeps a failing endpoint failing: its next probe comes after the interval
@@ -82,28 +85,25 @@ impl EndpointActor {
             let open_for = Duration::from_millis((now - since).max(0) as u64);
             now + circuit::probe_interval(stats.failed_probes, open_for).as_millis() as i64
         });
-        let mut actor = EndpointActor {
+        EndpointActor {
             label: endpoint.id.to_string(),
             endpoint,
             settings,
             shared,
-            waiting: BTreeSet::new(),
-            stored_due: HashMap::new(),
+            queue,
             in_flight: HashMap::new(),
+            reading_ahead: false,
             tests_in_flight: 0,
             stats,
             stats_writing: false,
             stats_dirty: false,
             next_probe_at,
             deleting: false,
+            cancelling: false,
             draining: false,
             drain_waiters: Vec::new(),
             timer: None,
-        };
-        for (due, id) in pending {
-            actor.add_waiting(id, due, due);
         }
-        actor
     }
 
     fn paused(&self) -> bool {
@@ -129,20 +129,11 @@ impl EndpointActor {
         METRICS.set_endpoint_state(&self.label, self.state());
     }
 
-    fn add_waiting(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis) {
-        if self.in_flight.contains_key(&id) || self.stored_due.contains_key(&id) {
-            return;
-        }
-        self.stored_due.insert(id, stored);
-        self.waiting.insert((due, id));
-    }
-
-    /// Starts every due delivery there is room for, then sets the timer for the next one.
     fn publish_gauges(&self) {
         METRICS
             .queue_depth
             .with_label_values(&[&self.label])
-            .set(self.stored_due.len() as i64);
+            .set(self.queue.total() as i64);
         METRICS
             .in_flight
             .with_label_values(&[&self.label])
@@ -150,8 +141,9 @@ impl EndpointActor {
     }
 
     /// Delivery ids are ULIDs stamped at creation, so the smallest pending one is the oldest.
+    /// Of a paged backlog only the in-memory window (the earliest due) is looked at.
     fn publish_oldest_age(&self) {
-        let age = self.stored_due.keys().min().map_or(0, |id| {
+        let age = self.queue.oldest().map_or(0, |id| {
             (now_millis() - id.0.timestamp_ms() as i64).max(0) / 1000
         });
         METRICS
@@ -160,6 +152,8 @@ impl EndpointActor {
             .set(age);
     }
 
+    /// Starts every due delivery there is room for (one probe while failing), reads ahead and
+    /// pages in what the next ones need, then sets the timer for the next due time.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.publish_gauges();
         if self.draining
@@ -175,42 +169,125 @@ impl EndpointActor {
             self.cancel_timer(ctx);
             return;
         }
+        self.page_in(ctx);
         let now = now_millis();
-        if let Some(probe_at) = self.next_probe_at.filter(|_| self.failing()) {
-            // One probe at a time; a finishing attempt pumps again.
-            if !self.in_flight.is_empty() {
-                self.cancel_timer(ctx);
-                return;
-            }
-            match self.waiting.first() {
-                Some(&(due, id)) if due.max(probe_at) <= now => {
-                    self.waiting.pop_first();
-                    self.cancel_timer(ctx);
-                    self.start_attempt(ctx, id, AttemptKind::Probe);
-                }
-                Some(&(due, _)) => self.wake_at(ctx, due.max(probe_at), now),
-                None => self.cancel_timer(ctx),
-            }
-            return;
-        }
-        while self.in_flight.len() < self.settings.max_concurrency {
-            match self.waiting.first() {
-                Some(&(due, id)) if due <= now => {
-                    self.waiting.pop_first();
-                    self.start_attempt(ctx, id, AttemptKind::Scheduled);
-                }
+        let (mut room, not_before, kind) = match self.next_probe_at.filter(|_| self.failing()) {
+            Some(at) => (
+                usize::from(self.in_flight.is_empty()),
+                at,
+                AttemptKind::Probe,
+            ),
+            None => (
+                self.settings
+                    .max_concurrency
+                    .saturating_sub(self.in_flight.len()),
+                UnixMillis::MIN,
+                AttemptKind::Scheduled,
+            ),
+        };
+        while room > 0 {
+            match self.queue.first() {
+                Some((due, _)) if due.max(not_before) <= now => match self.queue.start_first() {
+                    Some((id, loaded)) => {
+                        self.start_attempt(ctx, id, loaded, kind);
+                        room -= 1;
+                    }
+                    None => {
+                        self.read_ahead(ctx, now);
+                        break;
+                    }
+                },
                 _ => break,
             }
         }
-        if self.in_flight.len() >= self.settings.max_concurrency {
-            // A finishing attempt pumps again; no timer needed until then.
-            self.cancel_timer(ctx);
-            return;
+        // Read the next ones while these are out.
+        if room == 0 && self.queue.waiting_len() > 0 {
+            self.read_ahead(ctx, now);
         }
-        match self.waiting.first() {
-            Some(&(due, _)) => self.wake_at(ctx, due, now),
+        match self.queue.first() {
+            // No room: a finishing attempt pumps again.
+            _ if room == 0 => self.cancel_timer(ctx),
+            // Due but not read yet: the read-ahead pumps when it lands.
+            Some((due, _)) if due.max(not_before) <= now => self.cancel_timer(ctx),
+            Some((due, _)) => self.wake_at(ctx, due.max(not_before), now),
             None => self.cancel_timer(ctx),
         }
+    }
+
+    /// Reads the records of the next due deliveries in one storage call.
+    fn read_ahead(&mut self, ctx: &mut Context<Self>, now: UnixMillis) {
+        if self.reading_ahead {
+            return;
+        }
+        let limit = (2 * self.settings.max_concurrency).clamp(16, READ_AHEAD);
+        let ids = self.queue.to_read_ahead(now, limit);
+        if ids.is_empty() {
+            return;
+        }
+        self.reading_ahead = true;
+        let store = self.shared.store.clone();
+        let read = async move {
+            let found = {
+                let ids = ids.clone();
+                store.call(move |s| s.load_for_attempts(&ids)).await
+            };
+            (ids, found)
+        };
+        ctx.spawn(read.into_actor(self).map(|(ids, found), act, ctx| {
+            act.reading_ahead = false;
+            match found {
+                Ok(found) => {
+                    for (id, loaded) in ids.into_iter().zip(found) {
+                        match loaded {
+                            Some(l) if l.0.status == DeliveryStatus::Pending => {
+                                act.queue.put_loaded(id, l)
+                            }
+                            // Finished or pruned behind the queue's back (a deleted
+                            // endpoint's orphans): nothing to send.
+                            _ if act.queue.is_waiting(id) => act.queue.remove(id),
+                            _ => {}
+                        }
+                    }
+                    act.after_change(ctx);
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot read deliveries; will retry");
+                    ctx.run_later(STORAGE_RETRY, |act, ctx| act.pump(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Refills the in-memory window from storage when it runs low.
+    fn page_in(&mut self, ctx: &mut Context<Self>) {
+        let Some(from) = self.queue.page_wanted() else {
+            return;
+        };
+        self.queue.paging_started();
+        let (store, endpoint) = (self.shared.store.clone(), self.endpoint.id);
+        let read = async move {
+            store
+                .call(move |s| s.due_page(endpoint, Some(from), super::queue::PAGE))
+                .await
+        };
+        ctx.spawn(read.into_actor(self).map(|page, act, ctx| {
+            match page {
+                Ok((entries, complete)) => {
+                    let in_flight = &act.in_flight;
+                    let entries = entries
+                        .into_iter()
+                        .filter(|(_, id)| !in_flight.contains_key(id))
+                        .collect();
+                    act.queue.page_read(entries, complete);
+                    act.after_change(ctx);
+                }
+                Err(e) => {
+                    act.queue.paging_failed();
+                    tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot page in deliveries; will retry");
+                    ctx.run_later(STORAGE_RETRY, |act, ctx| act.pump(ctx));
+                }
+            }
+        }));
     }
 
     /// Makes sure the actor pumps again at `at` (or earlier).
@@ -233,53 +310,39 @@ impl EndpointActor {
         }
     }
 
-    fn start_attempt(&mut self, ctx: &mut Context<Self>, id: DeliveryId, kind: AttemptKind) {
+    fn start_attempt(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: DeliveryId,
+        (delivery, event): Loaded,
+        kind: AttemptKind,
+    ) {
         self.in_flight.insert(id, kind);
         let shared = self.shared.clone();
         let endpoint = self.endpoint.clone();
         let settings = self.settings.clone();
         let attempt = async move {
-            let loaded = shared.store.call(move |s| s.load_for_attempt(id)).await;
-            let (delivery, event) = match loaded {
-                Ok(Some((d, e))) if d.status == DeliveryStatus::Pending => (d, e),
-                Ok(_) => return AttemptResult::Gone,
-                Err(e) => return AttemptResult::StorageFailed(e),
-            };
             let at = now_millis();
             let report = send(&shared, &endpoint, &settings, &delivery, &event, at).await;
-            AttemptResult::Sent {
-                delivery,
-                report: Box::new(report),
-                at,
-            }
+            (delivery, report, at)
         };
         ctx.spawn(
             attempt
                 .into_actor(self)
-                .map(move |result, act, ctx| act.attempt_finished(ctx, id, result)),
+                .map(move |(delivery, report, at), act, ctx| {
+                    act.attempt_finished(ctx, id, delivery, report, at)
+                }),
         );
     }
 
-    fn attempt_finished(&mut self, ctx: &mut Context<Self>, id: DeliveryId, result: AttemptResult) {
-        let (mut delivery, report, at) = match result {
-            AttemptResult::Sent {
-                delivery,
-                report,
-                at,
-            } => (delivery, report, at),
-            AttemptResult::Gone => {
-                self.forget(id);
-                return self.after_change(ctx);
-            }
-            AttemptResult::StorageFailed(e) => {
-                tracing::error!(delivery = %id, error = %e, "cannot load delivery; will retry");
-                self.in_flight.remove(&id);
-                let stored = self.stored_due.remove(&id).unwrap_or_else(now_millis);
-                let retry_at = now_millis() + STORAGE_RETRY.as_millis() as i64;
-                self.add_waiting(id, retry_at, stored);
-                return self.after_change(ctx);
-            }
-        };
+    fn attempt_finished(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: DeliveryId,
+        mut delivery: Delivery,
+        report: AttemptReport,
+        at: UnixMillis,
+    ) {
         let kind = self
             .in_flight
             .get(&id)
@@ -348,32 +411,35 @@ impl EndpointActor {
                 "attempt failed"
             ),
         }
-        let old_due = self.stored_due.get(&id).copied();
+        let old_due = self.queue.stored_due(id);
         let store = self.shared.store.clone();
         self.save_stats(ctx);
-        let write = {
-            let delivery = delivery.clone();
-            async move {
-                store
-                    .call(move |s| s.update_delivery(&delivery, Some(&attempt), old_due))
-                    .await
-            }
+        let (status, next) = (delivery.status, delivery.next_attempt_at);
+        let write = async move {
+            store
+                .write_results(vec![DeliveryUpdate {
+                    delivery,
+                    attempt: Some(attempt),
+                    old_due,
+                }])
+                .await
         };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
             // On a failed write the stored state still says pending at the old due time, so a
             // restart retries it; in this process it goes on as computed.
             let stored = match &written {
-                Ok(()) => delivery.next_attempt_at,
+                Ok(()) => next,
                 Err(e) => {
                     tracing::error!(delivery = %id, error = %e, "cannot store attempt result");
                     old_due
                 }
             };
-            act.forget(id);
-            if let (DeliveryStatus::Pending, Some(next)) =
-                (delivery.status, delivery.next_attempt_at)
-            {
-                act.add_waiting(id, next, stored.unwrap_or(next));
+            act.in_flight.remove(&id);
+            match (status, next) {
+                (DeliveryStatus::Pending, Some(next)) => {
+                    act.queue.reschedule(id, next, stored.unwrap_or(next))
+                }
+                _ => act.queue.remove(id),
             }
             act.after_change(ctx);
         }));
@@ -399,7 +465,7 @@ impl EndpointActor {
                 self.next_probe_at = None;
                 tracing::info!(
                     endpoint = %self.endpoint.id, failing_for_s = (now - since) / 1000,
-                    backlog = self.waiting.len(), "endpoint recovered; draining its queue"
+                    backlog = self.queue.total(), "endpoint recovered; draining its queue"
                 );
                 self.publish_state();
             }
@@ -478,15 +544,9 @@ impl EndpointActor {
             .inc_by(count);
     }
 
-    fn forget(&mut self, id: DeliveryId) {
-        self.in_flight.remove(&id);
-        self.stored_due.remove(&id);
-    }
-
     fn after_change(&mut self, ctx: &mut Context<Self>) {
         if self.deleting {
-            self.cancel_waiting(ctx);
-            if self.in_flight.is_empty() && self.waiting.is_empty() {
+            if !self.cancelling && self.in_flight.is_empty() {
                 ctx.stop();
             }
         } else {
@@ -494,46 +554,31 @@ impl EndpointActor {
         }
     }
 
-    /// Cancels every waiting delivery (the endpoint is being deleted).
-    fn cancel_waiting(&mut self, ctx: &mut Context<Self>) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let entries: Vec<(DeliveryId, Option<UnixMillis>)> = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .map(|(_, id)| (id, self.stored_due.get(&id).copied()))
-            .collect();
-        // Held as in flight until written, so the actor outlives its last write.
-        for (id, _) in &entries {
-            self.in_flight.insert(*id, AttemptKind::Scheduled);
-        }
-        let store = self.shared.store.clone();
+    /// Cancels every pending delivery not in flight, paged out or not (the endpoint is being
+    /// deleted); those in flight are cancelled when their results come back.
+    fn cancel_rest(&mut self, ctx: &mut Context<Self>) {
+        self.cancelling = true;
+        let in_flight: HashSet<DeliveryId> = self.in_flight.keys().copied().collect();
+        self.queue.clear_except(|id| in_flight.contains(&id));
+        let (store, endpoint) = (self.shared.store.clone(), self.endpoint.id);
         let write = async move {
-            let ids: Vec<DeliveryId> = entries.iter().map(|(id, _)| *id).collect();
             store
-                .call(move |s| s.cancel_deliveries(&entries))
+                .call(move |s| s.cancel_pending(endpoint, &in_flight))
                 .await
-                .map(|cancelled| (ids, cancelled))
         };
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
+            act.cancelling = false;
             match written {
-                Ok((ids, cancelled)) => {
+                Ok(cancelled) => {
                     tracing::info!(endpoint = %act.endpoint.id, cancelled, "cancelled pending deliveries");
                     act.note_final(DeliveryStatus::Cancelled, cancelled as u64);
-                    for id in ids {
-                        act.forget(id);
-                    }
                 }
+                // Left pending in storage: recovery cancels deliveries of deleted endpoints.
                 Err(e) => {
-                    // Left pending in storage: recovery cancels deliveries of deleted endpoints.
-                    tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot cancel deliveries");
-                    act.in_flight.clear();
-                    act.stored_due.clear();
+                    tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot cancel deliveries")
                 }
             }
-            if act.in_flight.is_empty() {
-                ctx.stop();
-            }
+            act.after_change(ctx);
         }));
     }
 }
@@ -544,17 +589,6 @@ enum AttemptKind {
     Scheduled,
     /// The single request that tests a failing endpoint.
     Probe,
-}
-
-enum AttemptResult {
-    Sent {
-        delivery: Delivery,
-        report: Box<AttemptReport>,
-        at: UnixMillis,
-    },
-    /// No longer pending (cancelled, finished, or pruned) when its turn came.
-    Gone,
-    StorageFailed(StorageError),
 }
 
 async fn send(
@@ -610,8 +644,23 @@ impl Handler<Enqueue> for EndpointActor {
     type Result = ();
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        if self.deleting {
+            // Routed here just before the delete: cancel them like the rest.
+            let store = self.shared.store.clone();
+            let entries: Vec<_> = msg.0.into_iter().map(|(due, id)| (id, Some(due))).collect();
+            self.cancelling = true;
+            let write = async move { store.call(move |s| s.cancel_deliveries(&entries)).await };
+            ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
+                act.cancelling = false;
+                if let Ok(n) = written {
+                    act.note_final(DeliveryStatus::Cancelled, n as u64);
+                }
+                act.after_change(ctx);
+            }));
+            return;
+        }
         for (due, id) in msg.0 {
-            self.add_waiting(id, due, due);
+            self.queue.push_new(id, due);
         }
         self.after_change(ctx);
     }
@@ -631,12 +680,8 @@ impl Handler<Reconfigure> for EndpointActor {
         self.endpoint = msg.0;
         self.publish_state();
         if resumed {
-            let now = now_millis();
-            self.waiting = std::mem::take(&mut self.waiting)
-                .into_iter()
-                .map(|(due, id)| (due.min(now), id))
-                .collect();
-            tracing::info!(endpoint = %self.endpoint.id, backlog = self.waiting.len(), "resumed");
+            self.queue.make_all_due(now_millis());
+            tracing::info!(endpoint = %self.endpoint.id, backlog = self.queue.total(), "resumed");
         }
         self.cancel_timer(ctx);
         self.pump(ctx);
@@ -654,7 +699,7 @@ impl Handler<Delete> for EndpointActor {
     fn handle(&mut self, _: Delete, ctx: &mut Context<Self>) {
         self.deleting = true;
         self.cancel_timer(ctx);
-        self.after_change(ctx);
+        self.cancel_rest(ctx);
     }
 }
 
@@ -683,9 +728,7 @@ impl Handler<RetryDelivery> for EndpointActor {
         if self.in_flight.contains_key(&id) {
             return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
         }
-        if self.stored_due.contains_key(&id) {
-            self.waiting.retain(|(_, d)| *d != id);
-            self.waiting.insert((now, id));
+        if self.queue.bring_forward(id, now) {
             return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)).map(
                 |r, act: &mut Self, ctx| {
                     act.cancel_timer(ctx);
@@ -710,7 +753,7 @@ impl Handler<RetryDelivery> for EndpointActor {
                             s.update_delivery(&d, None, None)?;
                             Ok((RetryOutcome::Requeued, Some(now)))
                         }
-                        // Pending in storage but not queued here: queue it under its stored due.
+                        // Pending but paged out: into memory, due now, under its stored due.
                         DeliveryStatus::Pending => {
                             Ok((RetryOutcome::BroughtForward, d.next_attempt_at))
                         }
@@ -722,7 +765,11 @@ impl Handler<RetryDelivery> for EndpointActor {
         Box::pin(requeue.into_actor(self).map(move |r, act, ctx| {
             let (outcome, stored) = r?;
             if let Some(stored) = stored {
-                act.add_waiting(id, now, stored);
+                let counted = outcome == RetryOutcome::BroughtForward;
+                if !act.queue.bring_forward(id, now) && !act.in_flight.contains_key(&id) {
+                    act.queue.requeue(id, now, stored, counted);
+                }
+                act.cancel_timer(ctx);
                 act.pump(ctx);
             }
             Ok(outcome)
@@ -769,7 +816,7 @@ impl Handler<GetStats> for EndpointActor {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(StatsSnapshot {
-            pending: self.stored_due.len(),
+            pending: self.queue.total(),
             in_flight: self.in_flight.len() + self.tests_in_flight,
             state: self.state(),
             stats: self.stats.clone(),
@@ -802,7 +849,7 @@ impl Handler<Recover> for EndpointActor {
         Box::pin(requeue.into_actor(self).map(move |r, act, ctx| {
             let ids = r?;
             for id in &ids {
-                act.add_waiting(*id, now, now);
+                act.queue.requeue(*id, now, now, false);
             }
             tracing::info!(endpoint = %act.endpoint.id, requeued = ids.len(), "recovered failed deliveries");
             act.after_change(ctx);

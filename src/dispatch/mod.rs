@@ -10,6 +10,7 @@
 
 pub mod circuit;
 mod endpoint;
+pub mod queue;
 pub mod retry;
 mod supervisor;
 

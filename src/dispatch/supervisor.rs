@@ -2,13 +2,13 @@
 //! set. Endpoint changes are handled one at a time (atomic responses), so the per-tenant limit
 //! and read-modify-write changes cannot race.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::endpoint::{Delete, DrainEndpoint, Reconfigure};
+use super::queue::{PendingQueue, PAGE};
 use super::{EndpointActor, EndpointChangeError, Router, Shared};
 use crate::model::{
     now_millis, DeliveryId, Endpoint, EndpointId, EndpointSpec, EndpointStats, EndpointStatus,
@@ -40,25 +40,22 @@ pub async fn start(
     shared: Arc<Shared>,
     router: Arc<Router>,
 ) -> Result<(Addr<Supervisor>, Recovered), StorageError> {
-    let (endpoints, due) = shared
+    // Per endpoint: its record, stats, pending count and first page of its queue.
+    let (endpoints, mut counts) = shared
         .store
         .call(|s| {
+            let mut counts = s.due_counts()?;
             let mut endpoints = Vec::new();
             for endpoint in s.list_endpoints()? {
                 let stats = s.get_stats(endpoint.id)?.unwrap_or_default();
-                endpoints.push((endpoint, stats));
+                let total = counts.remove(&endpoint.id).unwrap_or(0);
+                let (page, _) = s.due_page(endpoint.id, None, PAGE)?;
+                endpoints.push((endpoint, stats, PendingQueue::new(total, page)));
             }
-            Ok((endpoints, s.due_entries()?))
+            Ok((endpoints, counts))
         })
         .await?;
-    let mut pending: HashMap<EndpointId, Vec<(UnixMillis, DeliveryId)>> = HashMap::new();
-    let total = due.len();
-    for entry in due {
-        pending
-            .entry(entry.endpoint)
-            .or_default()
-            .push((entry.due, entry.delivery));
-    }
+    let total: usize = endpoints.iter().map(|(_, _, q)| q.total()).sum();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
     let mut supervisor = Supervisor {
@@ -68,47 +65,39 @@ pub async fn start(
         next_arbiter: 0,
     };
     let recovered_endpoints = endpoints.len();
-    for (endpoint, stats) in endpoints {
-        let mine = pending.remove(&endpoint.id).unwrap_or_default();
-        supervisor.spawn_actor(Arc::new(endpoint), stats, mine);
+    for (endpoint, stats, queue) in endpoints {
+        supervisor.spawn_actor(Arc::new(endpoint), stats, queue);
     }
     // Due entries whose endpoint is gone: it was deleted before its actor finished cancelling.
-    let orphans: Vec<(DeliveryId, Option<UnixMillis>)> = pending
-        .into_values()
-        .flatten()
-        .map(|(due, id)| (id, Some(due)))
-        .collect();
-    let orphans_cancelled = orphans.len();
-    if !orphans.is_empty() {
-        shared
-            .store
-            .call(move |s| s.cancel_deliveries(&orphans))
-            .await?;
-    }
+    let orphaned: Vec<EndpointId> = counts.drain().map(|(id, _)| id).collect();
+    let orphans_cancelled = shared
+        .store
+        .call(move |s| {
+            let none = std::collections::HashSet::new();
+            orphaned
+                .iter()
+                .try_fold(0, |n, ep| Ok(n + s.cancel_pending(*ep, &none)?))
+        })
+        .await?;
     let addr = supervisor.start();
     Ok((
         addr,
         Recovered {
             endpoints: recovered_endpoints,
-            pending: total - orphans_cancelled,
+            pending: total,
             orphans_cancelled,
         },
     ))
 }
 
 impl Supervisor {
-    fn spawn_actor(
-        &mut self,
-        endpoint: Arc<Endpoint>,
-        stats: EndpointStats,
-        pending: Vec<(UnixMillis, DeliveryId)>,
-    ) {
+    fn spawn_actor(&mut self, endpoint: Arc<Endpoint>, stats: EndpointStats, queue: PendingQueue) {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let shared = self.shared.clone();
         let actor_endpoint = endpoint.clone();
         let addr = EndpointActor::start_in_arbiter(arbiter, move |_| {
-            EndpointActor::new(actor_endpoint, shared, stats, pending)
+            EndpointActor::new(actor_endpoint, shared, stats, queue)
         });
         self.router
             .insert(endpoint.id, Arc::new(endpoint.spec.clone()), addr);
@@ -195,7 +184,7 @@ impl Handler<CreateEndpoint> for Supervisor {
                 act.spawn_actor(
                     Arc::new(endpoint.clone()),
                     EndpointStats::default(),
-                    Vec::new(),
+                    PendingQueue::default(),
                 );
                 Ok((endpoint, secret))
             },

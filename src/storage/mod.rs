@@ -14,7 +14,7 @@
 pub mod keys;
 mod rocks;
 
-pub use rocks::Store;
+pub use rocks::{DeliveryUpdate, Loaded, Store};
 
 use crate::model::{Delivery, DeliveryId, EndpointId, Event, UnixMillis};
 

@@ -24,14 +24,33 @@ use crate::model::{
 /// Most events the group-commit thread folds into one write.
 const MAX_EVENTS_PER_COMMIT: usize = 8192;
 
-/// Cheap to clone; every clone shares one database and one commit thread.
+/// Cheap to clone; every clone shares one database, one commit thread and one results writer.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
     /// Ingest requests for the commit thread; the thread exits when the last `Store` is dropped.
     commits: crossbeam_channel::Sender<CommitJob>,
+    /// Attempt results for the results writer, which folds all that are queued into one write.
+    results: crossbeam_channel::Sender<ResultsJob>,
     sync: bool,
 }
+
+/// A delivery's new state for [`Store::write_results`]: the attempt that led to it, if any,
+/// and the due time its `due` entry is stored under.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub delivery: Delivery,
+    pub attempt: Option<Attempt>,
+    pub old_due: Option<UnixMillis>,
+}
+
+struct ResultsJob {
+    updates: Vec<DeliveryUpdate>,
+    reply: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// What an attempt needs: the delivery, and its event (shared by every delivery of it).
+pub type Loaded = (Delivery, Arc<Event>);
 
 struct CommitJob {
     events: Vec<NewEvent>,
@@ -59,10 +78,15 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.increase_parallelism(2);
+        // Eight column families would each grow a 64 MB memtable; one budget for all of them
+        // keeps memory bounded whatever the mix of records.
+        opts.set_db_write_buffer_size(64 << 20);
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(32 << 20)?);
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_write_buffer_size(16 << 20);
         let cfs = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
@@ -86,7 +110,17 @@ impl Store {
         std::thread::Builder::new()
             .name("hookd-commit".into())
             .spawn(move || commit_loop(thread_db, rx, sync, room))?;
-        Ok(Store { db, commits, sync })
+        let (results, results_rx) = crossbeam_channel::unbounded();
+        let thread_db = db.clone();
+        std::thread::Builder::new()
+            .name("hookd-results".into())
+            .spawn(move || results_loop(thread_db, results_rx))?;
+        Ok(Store {
+            db,
+            commits,
+            results,
+            sync,
+        })
     }
 
     /// Runs blocking storage work off the async threads.
@@ -241,18 +275,45 @@ impl Store {
         Ok(out)
     }
 
-    /// What an attempt needs: the delivery and its event (whose payload is the body).
-    pub fn load_for_attempt(
+    /// What attempts need for several deliveries at once, in `ids` order: `None` where the
+    /// delivery or its event is gone.
+    pub fn load_for_attempts(
         &self,
-        id: DeliveryId,
-    ) -> Result<Option<(Delivery, Event)>, StorageError> {
-        let Some(delivery) = self.get_delivery(id)? else {
-            return Ok(None);
-        };
-        let Some(event) = self.get_event(delivery.event_key)? else {
-            return Ok(None);
-        };
-        Ok(Some((delivery, event)))
+        ids: &[DeliveryId],
+    ) -> Result<Vec<Option<Loaded>>, StorageError> {
+        let deliveries = self.get_deliveries(ids)?;
+        let mut keys: Vec<EventKey> = deliveries.iter().flatten().map(|d| d.event_key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let cf = self.cf(CF_EVENTS);
+        let mut events: HashMap<EventKey, Arc<Event>> = HashMap::with_capacity(keys.len());
+        for (key, found) in keys.iter().zip(self.db.batched_multi_get_cf(
+            cf,
+            keys.iter().map(|k| event_key(*k)),
+            false,
+        )) {
+            if let Some(bytes) = found? {
+                events.insert(*key, Arc::new(decode(CF_EVENTS, &bytes)?));
+            }
+        }
+        Ok(deliveries
+            .into_iter()
+            .map(|d| {
+                let d = d?;
+                let event = events.get(&d.event_key)?.clone();
+                Some((d, event))
+            })
+            .collect())
+    }
+
+    /// Stores attempt results without fsync, in one write with whatever other endpoints
+    /// queued meanwhile. Resolves once written.
+    pub async fn write_results(&self, updates: Vec<DeliveryUpdate>) -> Result<(), StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.results
+            .send(ResultsJob { updates, reply })
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
     }
 
     /// Writes a delivery's new state (and the attempt that led to it, if any), moving its due
@@ -477,22 +538,73 @@ impl Store {
         Ok(updates.len())
     }
 
-    /// Every pending delivery, in (endpoint, due time) order.
-    pub fn due_entries(&self) -> Result<Vec<DueEntry>, StorageError> {
-        let mut out = Vec::new();
+    /// How many pending deliveries each endpoint has (endpoints without any are absent).
+    pub fn due_counts(&self) -> Result<HashMap<EndpointId, usize>, StorageError> {
+        let mut out = HashMap::new();
         for item in self.db.iterator_cf(self.cf(CF_DUE), IteratorMode::Start) {
             let (k, _) = item?;
-            let (endpoint, due, delivery) = decode_due_key(&k).ok_or(StorageError::Corrupt {
-                cf: CF_DUE,
-                message: "bad key length".into(),
-            })?;
-            out.push(DueEntry {
-                endpoint,
-                due,
-                delivery,
-            });
+            let entry = decode_due(&k)?;
+            *out.entry(entry.endpoint).or_default() += 1;
         }
         Ok(out)
+    }
+
+    /// Up to `limit` of an endpoint's pending deliveries in due order, from `from` (inclusive)
+    /// or the start; the flag says whether that reached the end.
+    pub fn due_page(
+        &self,
+        endpoint: EndpointId,
+        from: Option<(UnixMillis, DeliveryId)>,
+        limit: usize,
+    ) -> Result<(Vec<(UnixMillis, DeliveryId)>, bool), StorageError> {
+        let start = match from {
+            Some((due, id)) => due_key(endpoint, due, id),
+            None => due_key(endpoint, 0, DeliveryId(ulid::Ulid(0))),
+        };
+        let prefix = endpoint_key(endpoint);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_DUE),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                return Ok((out, true));
+            }
+            if out.len() == limit {
+                return Ok((out, false));
+            }
+            let entry = decode_due(&k)?;
+            out.push((entry.due, entry.delivery));
+        }
+        Ok((out, true))
+    }
+
+    /// Cancels every pending delivery of an endpoint except those in `skip` (in flight: their
+    /// results are still to be written); returns how many were cancelled.
+    pub fn cancel_pending(
+        &self,
+        endpoint: EndpointId,
+        skip: &std::collections::HashSet<DeliveryId>,
+    ) -> Result<usize, StorageError> {
+        let mut cancelled = 0;
+        let mut from = None;
+        loop {
+            let (page, complete) = self.due_page(endpoint, from, 4096)?;
+            from = page
+                .last()
+                .map(|&(due, id)| (due, DeliveryId(ulid::Ulid(id.0 .0.saturating_add(1)))));
+            let entries: Vec<(DeliveryId, Option<UnixMillis>)> = page
+                .into_iter()
+                .filter(|(_, id)| !skip.contains(id))
+                .map(|(due, id)| (id, Some(due)))
+                .collect();
+            cancelled += self.cancel_deliveries(&entries)?;
+            if complete || from.is_none() {
+                return Ok(cancelled);
+            }
+        }
     }
 
     /// Deletes events received before `cutoff` whose deliveries are all final, with their
@@ -543,6 +655,18 @@ impl Store {
     }
 }
 
+fn decode_due(k: &[u8]) -> Result<DueEntry, StorageError> {
+    let (endpoint, due, delivery) = decode_due_key(k).ok_or(StorageError::Corrupt {
+        cf: CF_DUE,
+        message: "bad key length".into(),
+    })?;
+    Ok(DueEntry {
+        endpoint,
+        due,
+        delivery,
+    })
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(value).map_err(|e| StorageError::Engine(format!("encode: {e}")))
 }
@@ -558,17 +682,52 @@ fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, Stor
 /// being fsync'd and stores them all with one write. Duplicate checks happen here, on the one
 /// thread that writes idempotency keys, so two concurrent requests with the same id cannot
 /// both be stored.
+/// A `Store` for a writer thread: it must not keep its own channel open.
+fn thread_store(db: Arc<DB>, sync: bool) -> Store {
+    Store {
+        db,
+        commits: crossbeam_channel::bounded(0).0,
+        results: crossbeam_channel::bounded(0).0,
+        sync,
+    }
+}
+
+/// The results writer: every attempt result queued while the previous write ran goes into the
+/// next single write. One writer thread instead of one RocksDB writer per attempt keeps
+/// writers from queueing on RocksDB's write lock and the blocking pool out of the hot path.
+fn results_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<ResultsJob>) {
+    let store = thread_store(db, false);
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < 1024 {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut batch = WriteBatch::default();
+        let staged: Result<(), StorageError> = jobs.iter().try_for_each(|job| {
+            job.updates.iter().try_for_each(|u| {
+                store.stage_delivery_update(&mut batch, &u.delivery, u.attempt.as_ref(), u.old_due)
+            })
+        });
+        let written = staged.and_then(|()| store.write(batch, false));
+        for job in jobs {
+            let _ = job.reply.send(match &written {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StorageError::Engine(e.to_string())),
+            });
+        }
+    }
+}
+
 fn commit_loop(
     db: Arc<DB>,
     rx: crossbeam_channel::Receiver<CommitJob>,
     sync: bool,
     room: FreeSpace,
 ) {
-    let store = Store {
-        db,
-        commits: crossbeam_channel::bounded(0).0,
-        sync,
-    };
+    let store = thread_store(db, sync);
     let mut was_full = false;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];

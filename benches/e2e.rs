@@ -1,0 +1,467 @@
+//! End-to-end load bench: a release hookd (RocksDB in a temp dir, `storage.sync = true`) and a
+//! fast actix-web receiver on 127.0.0.1, driven by an HTTP client in this process.
+//!
+//! Reports ingest events/s (single events at 64 connections, and batches), delivered events/s
+//! end to end, ingest-to-receipt latency at a fixed moderate rate, hookd's peak RSS, and the same
+//! client → receiver loop without hookd as the loopback baseline, with each figure's ratio to it.
+//!
+//! `cargo bench --bench e2e` (about a minute). `E2E_BENCH_SECS` sets each phase's length.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+const ADMIN: &str = "bench-admin-token";
+const CONNECTIONS: usize = 64;
+const BATCH: usize = 100;
+const LATENCY_RATE: u64 = 500;
+
+const PAYLOAD: &str = r#"{"event":"fraud_detected","timestamp":"2024-01-05T14:30:00Z",
+ "property":{"id":"prop_abc123","name":"My Landing Page"},
+ "visitor":{"id":"vis_xyz789","ip":"192.168.1.100","country":"US","userAgent":"Mozilla/5.0..."},
+ "decision":{"score":85.0,"label":"FRAUD","action":"BLOCK","reasons":[{"rule":"datacenter_ip","score":25},
+ {"rule":"rapid_clicks","score":30},{"rule":"honeypot","score":40}]}}"#;
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// Counts requests; for bodies carrying `"sent_us"`, records the delay since it.
+#[derive(Default)]
+struct ReceiverState {
+    received: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+fn start_receiver() -> (String, Arc<ReceiverState>) {
+    let state = Arc::new(ReceiverState::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let data = state.clone();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let data = actix_web::web::Data::from(data);
+            actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(data.clone())
+                    .default_service(actix_web::web::to(receive))
+            })
+            .workers(1)
+            .backlog(4096)
+            .max_connections(100_000)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run()
+            .await
+        })
+    });
+    (url, state)
+}
+
+async fn receive(
+    body: actix_web::web::Bytes,
+    state: actix_web::web::Data<ReceiverState>,
+) -> actix_web::HttpResponse {
+    state.received.fetch_add(1, Ordering::Relaxed);
+    if let Some(pos) = memchr_sent(&body) {
+        let digits: String = body[pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .map(|b| *b as char)
+            .collect();
+        if let Ok(sent) = digits.parse::<u64>() {
+            let lat = now_micros().saturating_sub(sent);
+            state.latencies_us.lock().unwrap().push(lat);
+        }
+    }
+    actix_web::HttpResponse::Ok().finish()
+}
+
+fn memchr_sent(body: &[u8]) -> Option<usize> {
+    let needle = b"\"sent_us\":";
+    body.windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + needle.len())
+}
+
+struct Hookd {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Hookd {
+    fn start() -> Hookd {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("HOOKD_CONFIG")
+            .env("HOOKD_SERVER__LISTEN", "127.0.0.1:0")
+            .env("HOOKD_STORAGE__PATH", dir.path().join("data"))
+            .env("HOOKD_STORAGE__SYNC", "true")
+            .env("HOOKD_AUTH__ADMIN_TOKENS", json!([ADMIN]).to_string())
+            .env("HOOKD_DELIVERY__ALLOW_HTTP", "true")
+            .env("HOOKD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true")
+            .env("HOOKD_DELIVERY__MAX_ENDPOINTS_PER_TENANT", "10")
+            .env("HOOKD_LOG__LEVEL", "warn,hookd=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hookd (cargo bench builds it)");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("hookd:") && !line.contains("INFO") {
+                    eprintln!("{line}");
+                }
+                if !sent {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(addr.trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("hookd started");
+        let h = Hookd {
+            child,
+            base: format!("http://{addr}"),
+            _dir: dir,
+        };
+        let client = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("{}/readyz", h.base))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "hookd ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let client = reqwest::blocking::Client::new();
+        let mut req = client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().unwrap_or(Value::Null)
+    }
+
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kb / 1024.0
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.base))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Hookd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `connections` clients each POST `body()` to `url` back to back for `secs`; returns
+/// successful requests per second.
+async fn hammer(
+    url: String,
+    connections: usize,
+    secs: Duration,
+    body: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+    ok_status: u16,
+) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, url, stop, done, seq, body) = (
+            client.clone(),
+            url.clone(),
+            stop.clone(),
+            done.clone(),
+            seq.clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(ADMIN)
+                    .header("Content-Type", "application/json")
+                    .body(body(n))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().as_u16() == ok_status => {
+                        let _ = r.bytes().await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => panic!("{url}: {}", r.status()),
+                    Err(e) => panic!("{url}: {e}"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(secs).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn event_body(tenant: &'static str) -> Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync> {
+    Arc::new(move |n| {
+        format!(
+            r#"{{"id":"e{n}","tenant":"{tenant}","type":"fraud_detected","payload":{PAYLOAD}}}"#
+        )
+        .into_bytes()
+    })
+}
+
+fn batch_body(tenant: &'static str) -> Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync> {
+    Arc::new(move |n| {
+        let events: Vec<String> = (0..BATCH)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"b{n}-{i}","tenant":"{tenant}","type":"fraud_detected","payload":{PAYLOAD}}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"events":[{}]}}"#, events.join(",")).into_bytes()
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks benches to list themselves
+    }
+    let secs = Duration::from_secs(
+        std::env::var("E2E_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rx_url, rx) = start_receiver();
+
+    // Loopback baseline: the same client posting the same events straight to the receiver.
+    let baseline = rt.block_on(hammer(
+        rx_url.clone(),
+        CONNECTIONS,
+        secs,
+        event_body("base"),
+        200,
+    ));
+    rx.received.store(0, Ordering::Relaxed);
+
+    let h = Hookd::start();
+    // Ingest only: the tenant's endpoint is paused, so every event stores one delivery.
+    let ep = h.admin(
+        reqwest::Method::POST,
+        "/v1/endpoints",
+        Some(
+            json!({"tenant": "ingest", "url": rx_url, "event_types": ["*"], "max_concurrency": 64}),
+        ),
+    );
+    let paused_id = ep["id"].as_str().unwrap().to_string();
+    h.admin(
+        reqwest::Method::POST,
+        &format!("/v1/endpoints/{paused_id}/pause"),
+        None,
+    );
+    let commits0 = h.metric("hookd_storage_commits_total");
+    let events0 = h.metric("hookd_storage_committed_events_total");
+    let single = rt.block_on(hammer(
+        format!("{}/v1/events", h.base),
+        CONNECTIONS,
+        secs,
+        event_body("ingest"),
+        202,
+    ));
+    let per_commit = (h.metric("hookd_storage_committed_events_total") - events0)
+        / (h.metric("hookd_storage_commits_total") - commits0);
+    let batches = rt.block_on(hammer(
+        format!("{}/v1/events/batch", h.base),
+        4,
+        secs,
+        batch_body("ingest"),
+        200,
+    ));
+    let batch = batches * BATCH as f64;
+
+    // Backlog drain: resume the paused endpoint and time its queue to the receiver.
+    let backlog = h.metric("hookd_queue_depth") as u64;
+    rx.received.store(0, Ordering::Relaxed);
+    let drain_start = Instant::now();
+    h.admin(
+        reqwest::Method::POST,
+        &format!("/v1/endpoints/{paused_id}/resume"),
+        None,
+    );
+    let drain_deadline = drain_start + Duration::from_secs(120);
+    let mut last_report = Instant::now();
+    while rx.received.load(Ordering::Relaxed) < backlog && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        if std::env::var("E2E_DEBUG").is_ok() && last_report.elapsed() > Duration::from_secs(1) {
+            last_report = Instant::now();
+            eprintln!(
+                "drain: received {} in_flight {} depth {}",
+                rx.received.load(Ordering::Relaxed),
+                h.metric("hookd_in_flight"),
+                h.metric("hookd_queue_depth")
+            );
+        }
+    }
+    let drained = rx.received.load(Ordering::Relaxed);
+    let drain = drained as f64 / drain_start.elapsed().as_secs_f64();
+
+    // End to end: single-event ingest at 64 connections while hookd delivers to an active
+    // endpoint; delivered/s counted at the receiver over the same window.
+    h.admin(
+        reqwest::Method::POST,
+        "/v1/endpoints",
+        Some(json!({"tenant": "e2e", "url": rx_url, "event_types": ["*"], "max_concurrency": 64})),
+    );
+    rx.received.store(0, Ordering::Relaxed);
+    let e2e_start = Instant::now();
+    let e2e_ingest = rt.block_on(hammer(
+        format!("{}/v1/events", h.base),
+        CONNECTIONS,
+        secs,
+        event_body("e2e"),
+        202,
+    ));
+    let delivered = rx.received.load(Ordering::Relaxed) as f64 / e2e_start.elapsed().as_secs_f64();
+
+    // Latency at a fixed moderate rate, ingest to receipt.
+    std::thread::sleep(Duration::from_secs(2));
+    h.admin(
+        reqwest::Method::POST,
+        "/v1/endpoints",
+        Some(json!({"tenant": "lat", "url": rx_url, "event_types": ["*"]})),
+    );
+    rx.latencies_us.lock().unwrap().clear();
+    let lat_url = format!("{}/v1/events", h.base);
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+        let end = Instant::now() + secs;
+        let mut n = 0u64;
+        let mut tasks = Vec::new();
+        while Instant::now() < end {
+            tick.tick().await;
+            n += 1;
+            let body = format!(
+                r#"{{"id":"l{n}","tenant":"lat","type":"fraud_detected","payload":{{"sent_us":{},"p":{PAYLOAD}}}}}"#,
+                now_micros()
+            );
+            let (client, url) = (client.clone(), lat_url.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(ADMIN)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut lat = rx.latencies_us.lock().unwrap().clone();
+    lat.sort_unstable();
+    let rss = h.peak_rss_mb();
+
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "hookd e2e bench: {cpus} CPUs, {}s phases, storage.sync = true, payload {} bytes",
+        secs.as_secs(),
+        PAYLOAD.len()
+    );
+    println!("{:<48} {:>12} {:>10}", "figure", "value", "× baseline");
+    let row = |name: &str, v: f64| println!("{name:<48} {v:>12.0} {:>10.2}", v / baseline);
+    println!(
+        "{:<48} {:>12.0} {:>10.2}",
+        "loopback baseline: client → receiver, req/s", baseline, 1.0
+    );
+    row("ingest, single events, 64 connections, events/s", single);
+    row(
+        &format!("ingest, batches of {BATCH}, 4 connections, events/s"),
+        batch,
+    );
+    row(&format!("backlog drain of {drained}, delivered/s"), drain);
+    row("end to end (ingest + deliver), delivered/s", delivered);
+    row("  … while ingesting, events/s", e2e_ingest);
+    println!(
+        "{:<48} {:>12.1}",
+        "group commit: events per fsync'd write", per_commit
+    );
+    println!(
+        "{:<48} {:>12.2} ms",
+        format!("latency ingest → receipt at {LATENCY_RATE}/s, p50"),
+        percentile(&lat, 0.50)
+    );
+    println!("{:<48} {:>12.2} ms", "latency p99", percentile(&lat, 0.99));
+    println!("{:<48} {:>12} ({} samples)", "", "", lat.len());
+    println!("{:<48} {:>12.0} MB", "hookd peak RSS", rss);
+}

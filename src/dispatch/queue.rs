@@ -1,0 +1,319 @@
+//! [`PendingQueue`]: an endpoint's pending deliveries as its actor holds them. Only a window is
+//! in memory — the earliest-due deliveries, up to about [`PAGE`] — and the rest stays in the
+//! `due` column family until the window runs low, so a paused endpoint with a backlog of
+//! hundreds of thousands costs the same memory as one with a few thousand. The first waiting
+//! deliveries are read ahead in batches (their records and events) so that starting an
+//! attempt never waits on a single storage read.
+//!
+//! Invariants:
+//! - `stored` has every in-memory pending delivery (waiting or in flight) and the due time its
+//!   `due` entry is stored under; `waiting` (by effective due time) and `effective` hold exactly
+//!   the in-memory ones not in flight;
+//! - `horizon`: every pending delivery whose stored (due, id) is below it is in memory; above
+//!   it, storage may hold more (`None`: everything is in memory);
+//! - while a page is being read, nothing leaves memory, so a page read before a write cannot
+//!   bring back a key that write moved;
+//! - `total` counts every pending delivery: in memory, in flight and paged out.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::model::{DeliveryId, UnixMillis};
+use crate::storage::Loaded;
+
+/// Most deliveries read from `due` at once; the window is refilled below a quarter of it.
+pub const PAGE: usize = 8192;
+const REFILL_BELOW: usize = PAGE / 4;
+
+/// A `due` entry: (due time, delivery), the order RocksDB keeps them in.
+pub type DueKey = (UnixMillis, DeliveryId);
+
+#[derive(Default)]
+pub struct PendingQueue {
+    waiting: BTreeSet<DueKey>,
+    effective: HashMap<DeliveryId, UnixMillis>,
+    stored: HashMap<DeliveryId, UnixMillis>,
+    horizon: Option<DueKey>,
+    total: usize,
+    loaded: HashMap<DeliveryId, Loaded>,
+    paging: bool,
+}
+
+/// The key right after `k`: the first one a page starting after `k` may hold.
+fn after(k: DueKey) -> DueKey {
+    (k.0, DeliveryId(ulid::Ulid(k.1 .0 .0.saturating_add(1))))
+}
+
+impl PendingQueue {
+    /// `total` pending deliveries, of which `first_page` are the earliest-due ones.
+    pub fn new(total: usize, first_page: Vec<DueKey>) -> PendingQueue {
+        let mut q = PendingQueue {
+            total,
+            ..PendingQueue::default()
+        };
+        q.horizon = match first_page.last() {
+            Some(&last) if first_page.len() < total => Some(after(last)),
+            None if total > 0 => Some((UnixMillis::MIN, DeliveryId(ulid::Ulid(0)))),
+            _ => None,
+        };
+        for (due, id) in first_page {
+            q.insert(id, due, due);
+        }
+        q
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_waiting(&self, id: DeliveryId) -> bool {
+        self.effective.contains_key(&id)
+    }
+
+    pub fn in_memory(&self, id: DeliveryId) -> bool {
+        self.stored.contains_key(&id)
+    }
+
+    pub fn stored_due(&self, id: DeliveryId) -> Option<UnixMillis> {
+        self.stored.get(&id).copied()
+    }
+
+    /// The oldest in-memory delivery (ids are creation-ordered).
+    pub fn oldest(&self) -> Option<DeliveryId> {
+        self.stored.keys().min().copied()
+    }
+
+    pub fn first(&self) -> Option<DueKey> {
+        self.waiting.first().copied()
+    }
+
+    fn insert(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis) {
+        if self.stored.contains_key(&id) {
+            return;
+        }
+        self.stored.insert(id, stored);
+        self.effective.insert(id, due);
+        self.waiting.insert((due, id));
+    }
+
+    fn below_horizon(&self, key: DueKey) -> bool {
+        self.horizon.is_none_or(|h| key < h)
+    }
+
+    /// A delivery ingest just stored with its `due` entry at `due`.
+    pub fn push_new(&mut self, id: DeliveryId, due: UnixMillis) {
+        self.total += 1;
+        if self.paging || self.below_horizon((due, id)) {
+            self.insert(id, due, due);
+        }
+    }
+
+    /// A pending delivery back in memory, due at `due` (retry, recover); `counted` when
+    /// `total` already includes it (it was pending, only paged out).
+    pub fn requeue(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis, counted: bool) {
+        if !counted {
+            self.total += 1;
+        }
+        self.insert(id, due, stored);
+    }
+
+    /// Makes a waiting delivery due at `at`; false if it is not waiting.
+    pub fn bring_forward(&mut self, id: DeliveryId, at: UnixMillis) -> bool {
+        let Some(due) = self.effective.get_mut(&id) else {
+            return false;
+        };
+        self.waiting.remove(&(*due, id));
+        *due = (*due).min(at);
+        self.waiting.insert((*due, id));
+        true
+    }
+
+    /// Every waiting delivery in memory that is due later is due at `at` instead (resume).
+    pub fn make_all_due(&mut self, at: UnixMillis) {
+        self.waiting = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|(due, id)| (due.min(at), id))
+            .collect();
+        for due in self.effective.values_mut() {
+            *due = (*due).min(at);
+        }
+    }
+
+    /// Takes the first waiting delivery off the queue, with its read-ahead record, to start
+    /// its attempt; `None` if it is not read yet.
+    pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
+        let (due, id) = self.first()?;
+        let loaded = self.loaded.remove(&id)?;
+        self.waiting.remove(&(due, id));
+        self.effective.remove(&id);
+        Some((id, loaded))
+    }
+
+    /// Up to `limit` waiting deliveries due by `now` whose records are not read yet, counting
+    /// those already read against the limit.
+    pub fn to_read_ahead(&self, now: UnixMillis, limit: usize) -> Vec<DeliveryId> {
+        let limit = limit.saturating_sub(self.loaded.len());
+        if limit == 0 {
+            return Vec::new();
+        }
+        self.waiting
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .filter(|(_, id)| !self.loaded.contains_key(id))
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// A read-ahead record, kept if its delivery is still waiting.
+    pub fn put_loaded(&mut self, id: DeliveryId, loaded: Loaded) {
+        if self.effective.contains_key(&id) {
+            self.loaded.insert(id, loaded);
+        }
+    }
+
+    /// An attempt's result is stored and the delivery is pending again at `next`, its `due`
+    /// entry at `stored`. Past the horizon it goes back to storage only.
+    pub fn reschedule(&mut self, id: DeliveryId, next: UnixMillis, stored: UnixMillis) {
+        self.stored.remove(&id);
+        if let Some(due) = self.effective.remove(&id) {
+            self.waiting.remove(&(due, id));
+        }
+        if self.paging || self.below_horizon((stored, id)) {
+            self.insert(id, next, stored);
+        }
+    }
+
+    /// A delivery is no longer pending (final status, or found gone).
+    pub fn remove(&mut self, id: DeliveryId) {
+        if self.stored.remove(&id).is_some() {
+            self.total = self.total.saturating_sub(1);
+        }
+        if let Some(due) = self.effective.remove(&id) {
+            self.waiting.remove(&(due, id));
+        }
+        self.loaded.remove(&id);
+    }
+
+    /// Where the next page starts, when the window has run low and storage holds more.
+    pub fn page_wanted(&self) -> Option<DueKey> {
+        if self.paging || self.waiting.len() >= REFILL_BELOW {
+            return None;
+        }
+        self.horizon
+    }
+
+    pub fn paging_started(&mut self) {
+        self.paging = true;
+    }
+
+    /// A page read from `due`: entries from the horizon on, `complete` when it reached the end.
+    pub fn page_read(&mut self, entries: Vec<DueKey>, complete: bool) {
+        self.paging = false;
+        self.horizon = match entries.last() {
+            Some(&last) if !complete => Some(after(last)),
+            _ if complete => None,
+            _ => self.horizon,
+        };
+        for (due, id) in entries {
+            self.insert(id, due, due);
+        }
+    }
+
+    pub fn paging_failed(&mut self) {
+        self.paging = false;
+    }
+
+    /// Everything is being cancelled (the endpoint was deleted); only in-flight ones, listed in
+    /// `keep`, stay known until their results are stored.
+    pub fn clear_except(&mut self, keep: impl Fn(DeliveryId) -> bool) {
+        self.waiting.clear();
+        self.effective.clear();
+        self.loaded.clear();
+        self.stored.retain(|id, _| keep(*id));
+        self.total = self.stored.len();
+        self.horizon = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ulid::Ulid;
+
+    fn id(n: u128) -> DeliveryId {
+        DeliveryId(Ulid(n))
+    }
+
+    #[test]
+    fn a_partial_first_page_leaves_the_rest_in_storage() {
+        let page: Vec<DueKey> = (0..10).map(|i| (100 + i as i64, id(i))).collect();
+        let mut q = PendingQueue::new(25, page);
+        assert_eq!(q.total(), 25);
+        assert_eq!(q.waiting_len(), 10);
+        // New deliveries due after the window are counted but stay in storage...
+        q.push_new(id(50), 500);
+        assert_eq!((q.total(), q.waiting_len()), (26, 10));
+        assert!(!q.in_memory(id(50)));
+        // ...those due inside it are held.
+        q.push_new(id(51), 105);
+        assert!(q.in_memory(id(51)));
+        assert_eq!(q.page_wanted(), Some((109, id(10))));
+        q.paging_started();
+        assert_eq!(q.page_wanted(), None);
+        // While paging, nothing leaves memory.
+        q.push_new(id(52), 900);
+        assert!(q.in_memory(id(52)));
+        q.page_read(vec![(109, id(10)), (500, id(50)), (900, id(52))], true);
+        assert_eq!(q.page_wanted(), None);
+        assert_eq!(q.waiting_len(), 14, "no duplicate of id 52");
+    }
+
+    #[test]
+    fn starting_needs_the_record_read_ahead() {
+        let mut q = PendingQueue::new(2, vec![(1, id(1)), (5, id(2))]);
+        assert!(q.start_first().is_none(), "not read yet");
+        assert_eq!(q.to_read_ahead(3, 10), vec![id(1)]);
+        assert_eq!(q.to_read_ahead(9, 10), vec![id(1), id(2)]);
+        let record = |i| {
+            let d: crate::model::Delivery = serde_json::from_value(serde_json::json!({
+                "id": id(i), "endpoint_id": crate::model::EndpointId::new(),
+                "event_key": crate::model::EventKey::new(), "event_id": "e", "event_type": "t",
+                "tenant": "t", "status": "pending", "attempts": 0, "retries_used": 0,
+                "next_attempt_at": 1, "created_at": 1, "updated_at": 1
+            }))
+            .unwrap();
+            let e: crate::model::Event = serde_json::from_value(serde_json::json!({
+                "key": d.event_key, "id": "e", "tenant": "t", "type": "t", "received_at": 1,
+                "deliveries": [], "payload": {}
+            }))
+            .unwrap();
+            (d, std::sync::Arc::new(e))
+        };
+        q.put_loaded(id(1), record(1));
+        assert_eq!(q.to_read_ahead(9, 2), vec![id(2)], "read records count");
+        assert_eq!(q.to_read_ahead(9, 1), Vec::<DeliveryId>::new());
+        assert_eq!(q.start_first().map(|(i, _)| i), Some(id(1)));
+    }
+
+    #[test]
+    fn removal_and_rescheduling_keep_the_count() {
+        let mut q = PendingQueue::new(3, vec![(1, id(1)), (2, id(2))]);
+        assert_eq!(q.page_wanted(), Some((2, id(3))));
+        q.remove(id(1));
+        assert_eq!(q.total(), 2);
+        q.remove(id(1));
+        assert_eq!(q.total(), 2, "removing twice counts once");
+        // Rescheduled past the horizon: back to storage only, still counted.
+        q.reschedule(id(2), 10, 10);
+        assert!(!q.in_memory(id(2)));
+        assert_eq!(q.total(), 2);
+        q.requeue(id(9), 0, 0, false);
+        assert_eq!(q.total(), 3);
+        assert!(q.bring_forward(id(9), 0));
+        assert!(!q.bring_forward(id(2), 0));
+    }
+}
