@@ -19,6 +19,7 @@ const ADMIN: &str = "bench-admin-token";
 const CONNECTIONS: usize = 64;
 const BATCH: usize = 100;
 const LATENCY_RATE: u64 = 500;
+const BACKLOG_EVENTS: usize = 200_000;
 
 const PAYLOAD: &str = r#"{"event":"fraud_detected","timestamp":"2024-01-05T14:30:00Z",
  "property":{"id":"prop_abc123","name":"My Landing Page"},
@@ -100,7 +101,30 @@ struct Hookd {
 
 impl Hookd {
     fn start() -> Hookd {
-        let dir = tempfile::tempdir().unwrap();
+        Hookd::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// SIGKILL, then a new hookd on the same data; returns it and how long it took to be ready.
+    fn kill_and_restart(mut self) -> (Hookd, Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        let started = Instant::now();
+        let h = Hookd::start_in(dir);
+        (h, started.elapsed())
+    }
+
+    fn rss_mb(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kb / 1024.0
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Hookd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
             .arg("serve")
             .current_dir(dir.path())
@@ -168,13 +192,7 @@ impl Hookd {
     }
 
     fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        kb / 1024.0
+        self.rss_mb("VmHWM:")
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -431,6 +449,78 @@ fn main() {
     let mut lat = rx.latencies_us.lock().unwrap().clone();
     lat.sort_unstable();
     let rss = h.peak_rss_mb();
+    drop(h);
+
+    // Bounded memory: a paused endpoint with a 200,000-delivery backlog, a kill -9 and a
+    // restart with it pending, then resume and drain.
+    let h = Hookd::start();
+    let ep = h.admin(
+        reqwest::Method::POST,
+        "/v1/endpoints",
+        Some(json!({"tenant": "backlog", "url": rx_url, "event_types": ["*"], "max_concurrency": 64})),
+    );
+    let backlog_id = ep["id"].as_str().unwrap().to_string();
+    h.admin(
+        reqwest::Method::POST,
+        &format!("/v1/endpoints/{backlog_id}/pause"),
+        None,
+    );
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let body = batch_body("backlog");
+        let next = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, body, next, url) = (
+                    client.clone(),
+                    body.clone(),
+                    next.clone(),
+                    format!("{}/v1/events/batch", h.base),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= (BACKLOG_EVENTS / BATCH) as u64 {
+                            break;
+                        }
+                        let r = client
+                            .post(&url)
+                            .bearer_auth(ADMIN)
+                            .header("Content-Type", "application/json")
+                            .body(body(n))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(r.status(), 200);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let backlog_pending = h.metric("hookd_queue_depth");
+    let backlog_rss = h.rss_mb("VmRSS:");
+    let backlog_peak = h.peak_rss_mb();
+    let (h, restart_ready) = h.kill_and_restart();
+    let restarted_pending = h.metric("hookd_queue_depth");
+    let restarted_rss = h.rss_mb("VmRSS:");
+    rx.received.store(0, Ordering::Relaxed);
+    let drain_start = Instant::now();
+    h.admin(
+        reqwest::Method::POST,
+        &format!("/v1/endpoints/{backlog_id}/resume"),
+        None,
+    );
+    while rx.received.load(Ordering::Relaxed) < BACKLOG_EVENTS as u64
+        && drain_start.elapsed() < Duration::from_secs(180)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let backlog_drained = rx.received.load(Ordering::Relaxed);
+    let backlog_drain_secs = drain_start.elapsed().as_secs_f64();
+    let restarted_peak = h.peak_rss_mb();
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -463,5 +553,26 @@ fn main() {
     );
     println!("{:<48} {:>12.2} ms", "latency p99", percentile(&lat, 0.99));
     println!("{:<48} {:>12} ({} samples)", "", "", lat.len());
-    println!("{:<48} {:>12.0} MB", "hookd peak RSS", rss);
+    println!("{:<48} {:>12.0} MB", "hookd peak RSS (phases above)", rss);
+    println!("backlog of {BACKLOG_EVENTS} for a paused endpoint:");
+    println!("{:<48} {:>12.0}", "  pending after ingest", backlog_pending);
+    println!(
+        "{:<48} {:>12.0} MB (peak {backlog_peak:.0} MB)",
+        "  RSS with it pending", backlog_rss
+    );
+    println!(
+        "{:<48} {:>12.2} s",
+        "  kill -9, restart until /readyz is 200",
+        restart_ready.as_secs_f64()
+    );
+    println!(
+        "{:<48} {:>12.0} ({restarted_rss:.0} MB RSS)",
+        "  pending after restart", restarted_pending
+    );
+    println!(
+        "{:<48} {:>12.0} in {backlog_drain_secs:.1} s ({:.0}/s), peak RSS {restarted_peak:.0} MB",
+        "  resumed: delivered",
+        backlog_drained,
+        backlog_drained as f64 / backlog_drain_secs
+    );
 }

@@ -2,13 +2,13 @@
 //! only: endpoint ids (removed when the endpoint is deleted), the event catalogue (or at most
 //! [`MAX_TYPE_LABELS`] types, the rest as `other`), and fixed outcome names. Never a URL.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Distinct `type` label values without a catalogue.
@@ -194,6 +194,59 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encode metrics");
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One endpoint's series, looked up once: its actor updates them on every attempt, and a
+/// label lookup hashes the label values each time.
+pub struct EndpointMetrics {
+    label: String,
+    pub queue_depth: IntGauge,
+    pub in_flight: IntGauge,
+    pub oldest_pending_age: IntGauge,
+    pub attempt_duration: Histogram,
+    /// Created on first use, so /metrics lists only what happened.
+    attempts: HashMap<&'static str, IntCounter>,
+    deliveries: HashMap<&'static str, IntCounter>,
+}
+
+impl EndpointMetrics {
+    pub fn new(endpoint: &str) -> EndpointMetrics {
+        let m = &*METRICS;
+        EndpointMetrics {
+            label: endpoint.to_string(),
+            queue_depth: m.queue_depth.with_label_values(&[endpoint]),
+            in_flight: m.in_flight.with_label_values(&[endpoint]),
+            oldest_pending_age: m.oldest_pending_age.with_label_values(&[endpoint]),
+            attempt_duration: m.attempt_duration.with_label_values(&[endpoint]),
+            attempts: HashMap::new(),
+            deliveries: HashMap::new(),
+        }
+    }
+
+    /// `hookd_attempts_total{result}` for this endpoint.
+    pub fn attempt(&mut self, result: &'static str) -> &IntCounter {
+        let label = &self.label;
+        self.attempts
+            .entry(result)
+            .or_insert_with(|| METRICS.attempts.with_label_values(&[label, result]))
+    }
+
+    /// `hookd_deliveries_total{outcome}` for this endpoint.
+    pub fn delivery(&mut self, outcome: &'static str) -> &IntCounter {
+        let label = &self.label;
+        self.deliveries
+            .entry(outcome)
+            .or_insert_with(|| METRICS.deliveries.with_label_values(&[label, outcome]))
+    }
+
+    pub fn set_state(&self, state: &str) {
+        METRICS.set_endpoint_state(&self.label, state);
+    }
+
+    /// Drops every series of this (deleted) endpoint.
+    pub fn forget(&self) {
+        METRICS.forget_endpoint(&self.label);
     }
 }
 

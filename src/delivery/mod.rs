@@ -93,7 +93,8 @@ pub struct AttemptReport {
 
 /// Everything one request needs; borrowed from the endpoint and the delivery.
 pub struct WebhookRequest<'a> {
-    pub url: &'a str,
+    /// Parsed once per endpoint change, not per request.
+    pub url: &'a reqwest::Url,
     pub signature_header: &'a str,
     pub secrets: Vec<&'a Secret>,
     pub event_id: &'a str,
@@ -183,8 +184,7 @@ impl Sender {
     pub async fn send(&self, req: WebhookRequest<'_>) -> AttemptReport {
         let started = Instant::now();
         if !self.allow_private_networks {
-            let literal = reqwest::Url::parse(req.url).map(|u| guard::check_url(&u));
-            if let Ok(Err(blocked)) = literal {
+            if let Err(blocked) = guard::check_url(req.url) {
                 return AttemptReport {
                     outcome: AttemptOutcome::Blocked(blocked),
                     duration: started.elapsed(),
@@ -197,7 +197,7 @@ impl Sender {
         let body = req.body.clone();
         let result = self
             .client
-            .post(req.url)
+            .post(req.url.clone())
             .headers(headers)
             .timeout(req.timeout)
             .body(body)

@@ -24,7 +24,7 @@ use super::queue::PendingQueue;
 use super::retry::EndpointSettings;
 use super::Shared;
 use crate::delivery::{AttemptReport, WebhookRequest};
-use crate::metrics::METRICS;
+use crate::metrics::EndpointMetrics;
 use crate::model::{
     now_millis, rfc3339, Attempt, Delivery, DeliveryId, DeliveryRef, DeliveryStatus, Endpoint,
     EndpointStats, EndpointStatus, Event, EventKey, UnixMillis,
@@ -40,8 +40,7 @@ const READ_AHEAD: usize = 256;
 
 pub struct EndpointActor {
     endpoint: Arc<Endpoint>,
-    /// The endpoint id as its metrics label.
-    label: String,
+    metrics: EndpointMetrics,
     settings: EndpointSettings,
     shared: Arc<Shared>,
     queue: PendingQueue,
@@ -86,7 +85,7 @@ impl EndpointActor {
             now + circuit::probe_interval(stats.failed_probes, open_for).as_millis() as i64
         });
         EndpointActor {
-            label: endpoint.id.to_string(),
+            metrics: EndpointMetrics::new(&endpoint.id.to_string()),
             endpoint,
             settings,
             shared,
@@ -126,18 +125,12 @@ impl EndpointActor {
     }
 
     fn publish_state(&self) {
-        METRICS.set_endpoint_state(&self.label, self.state());
+        self.metrics.set_state(self.state());
     }
 
     fn publish_gauges(&self) {
-        METRICS
-            .queue_depth
-            .with_label_values(&[&self.label])
-            .set(self.queue.total() as i64);
-        METRICS
-            .in_flight
-            .with_label_values(&[&self.label])
-            .set(self.in_flight.len() as i64);
+        self.metrics.queue_depth.set(self.queue.total() as i64);
+        self.metrics.in_flight.set(self.in_flight.len() as i64);
     }
 
     /// Delivery ids are ULIDs stamped at creation, so the smallest pending one is the oldest.
@@ -146,10 +139,7 @@ impl EndpointActor {
         let age = self.queue.oldest().map_or(0, |id| {
             (now_millis() - id.0.timestamp_ms() as i64).max(0) / 1000
         });
-        METRICS
-            .oldest_pending_age
-            .with_label_values(&[&self.label])
-            .set(age);
+        self.metrics.oldest_pending_age.set(age);
     }
 
     /// Starts every due delivery there is room for (one probe while failing), reads ahead and
@@ -448,13 +438,9 @@ impl EndpointActor {
     /// Counts one attempt in the metrics and stats; opens the circuit after
     /// [`circuit::OPEN_AFTER`] failures in a row and closes it on a success.
     fn note_attempt(&mut self, report: &AttemptReport, at: UnixMillis, now: UnixMillis) {
-        METRICS
-            .attempts
-            .with_label_values(&[&self.label, report.outcome.result_label()])
-            .inc();
-        METRICS
+        self.metrics.attempt(report.outcome.result_label()).inc();
+        self.metrics
             .attempt_duration
-            .with_label_values(&[&self.label])
             .observe(report.duration.as_secs_f64());
         let stats = &mut self.stats;
         if report.outcome.is_success() {
@@ -538,10 +524,7 @@ impl EndpointActor {
             DeliveryStatus::Cancelled => "cancelled",
             DeliveryStatus::Pending => return,
         };
-        METRICS
-            .deliveries
-            .with_label_values(&[&self.label, outcome])
-            .inc_by(count);
+        self.metrics.delivery(outcome).inc_by(count);
     }
 
     fn after_change(&mut self, ctx: &mut Context<Self>) {
@@ -599,11 +582,22 @@ async fn send(
     event: &Event,
     at: UnixMillis,
 ) -> AttemptReport {
+    let url = match &settings.url {
+        Ok(url) => url,
+        Err(e) => {
+            return AttemptReport {
+                outcome: crate::delivery::AttemptOutcome::Other(format!("invalid url: {e}")),
+                duration: Duration::ZERO,
+                response_body: None,
+                retry_after: None,
+            }
+        }
+    };
     let body = bytes::Bytes::copy_from_slice(event.payload.get().as_bytes());
     shared
         .sender
         .send(WebhookRequest {
-            url: &endpoint.spec.url,
+            url,
             signature_header: &settings.signature_header,
             secrets: endpoint.signing_secrets(at).collect(),
             event_id: &delivery.event_id,
@@ -630,7 +624,7 @@ impl Actor for EndpointActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         if self.deleting {
-            METRICS.forget_endpoint(&self.label);
+            self.metrics.forget();
         }
     }
 }

@@ -23,6 +23,8 @@ use crate::storage::Loaded;
 /// Most deliveries read from `due` at once; the window is refilled below a quarter of it.
 pub const PAGE: usize = 8192;
 const REFILL_BELOW: usize = PAGE / 4;
+/// Most deliveries held in memory; past it, new ones stay in storage until paged in.
+const MAX_IN_MEMORY: usize = 2 * PAGE;
 
 /// A `due` entry: (due time, delivery), the order RocksDB keeps them in.
 pub type DueKey = (UnixMillis, DeliveryId);
@@ -106,8 +108,34 @@ impl PendingQueue {
     /// A delivery ingest just stored with its `due` entry at `due`.
     pub fn push_new(&mut self, id: DeliveryId, due: UnixMillis) {
         self.total += 1;
-        if self.paging || self.below_horizon((due, id)) {
+        let key = (due, id);
+        if self.paging {
             self.insert(id, due, due);
+        } else if self.below_horizon(key) {
+            if self.stored.len() >= MAX_IN_MEMORY {
+                // The window is full: from this key on, storage holds the queue.
+                self.horizon = Some(key);
+                self.evict_from(key);
+            } else {
+                self.insert(id, due, due);
+            }
+        }
+    }
+
+    /// Leaves to storage alone every waiting delivery stored at `from` or later.
+    fn evict_from(&mut self, from: DueKey) {
+        let evicted: Vec<DeliveryId> = self
+            .effective
+            .keys()
+            .filter(|id| self.stored.get(id).is_some_and(|&due| (due, **id) >= from))
+            .copied()
+            .collect();
+        for id in evicted {
+            if let Some(due) = self.effective.remove(&id) {
+                self.waiting.remove(&(due, id));
+            }
+            self.stored.remove(&id);
+            self.loaded.remove(&id);
         }
     }
 
@@ -270,6 +298,28 @@ mod tests {
         q.page_read(vec![(109, id(10)), (500, id(50)), (900, id(52))], true);
         assert_eq!(q.page_wanted(), None);
         assert_eq!(q.waiting_len(), 14, "no duplicate of id 52");
+    }
+
+    #[test]
+    fn a_full_window_leaves_new_deliveries_in_storage() {
+        let mut q = PendingQueue::default();
+        for i in 0..MAX_IN_MEMORY as u128 + 10 {
+            q.push_new(id(i), 1000 + i as i64);
+        }
+        assert_eq!(q.total(), MAX_IN_MEMORY + 10);
+        assert_eq!(q.waiting_len(), MAX_IN_MEMORY);
+        let first_out = (1000 + MAX_IN_MEMORY as i64, id(MAX_IN_MEMORY as u128));
+        assert!(!q.in_memory(first_out.1));
+        // One due earlier than the window's end takes a place and pushes later ones out.
+        q.push_new(id(999_999), 1500);
+        assert!(!q.in_memory(id(999_999)));
+        assert_eq!(
+            q.waiting_len(),
+            501,
+            "keys after (1500, id) left to storage"
+        );
+        assert_eq!(q.total(), MAX_IN_MEMORY + 11);
+        assert_eq!(q.page_wanted(), Some((1500, id(999_999))));
     }
 
     #[test]

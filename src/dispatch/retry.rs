@@ -49,6 +49,8 @@ pub struct EndpointSettings {
     pub timeout: Duration,
     pub schedule: RetrySchedule,
     pub signature_header: String,
+    /// Validated when the endpoint was stored; an error here means a corrupt record.
+    pub url: Result<reqwest::Url, String>,
 }
 
 impl EndpointSettings {
@@ -72,6 +74,7 @@ impl EndpointSettings {
                 .signature_header
                 .clone()
                 .unwrap_or_else(|| defaults.signature_header.clone()),
+            url: reqwest::Url::parse(&spec.url).map_err(|e| e.to_string()),
         }
     }
 }
