@@ -1,9 +1,13 @@
-//! Micro-benchmarks of the per-event CPU work: canonical JSON, both signatures, key encoding.
+//! Micro-benchmarks of the per-event CPU work (canonical JSON, both signatures, key encoding)
+//! and of a storage write batch (RocksDB in a temp dir, without fsync so the figure is the
+//! batch's own cost, not the disk's).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hookd::delivery::signing;
-use hookd::model::{DeliveryId, EndpointId, Secret};
-use hookd::storage::keys;
+use hookd::model::{
+    Delivery, DeliveryId, DeliveryRef, DeliveryStatus, EndpointId, Event, EventKey, Secret,
+};
+use hookd::storage::{keys, NewEvent, Store};
 
 const PAYLOAD: &str = r#"{"event":"fraud_detected","timestamp":"2024-01-05T14:30:00Z",
  "property":{"id":"prop_abc123","name":"My Landing Page"},
@@ -35,5 +39,71 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(micro, benches);
+/// One event with one delivery, as ingest stores it.
+fn new_event(n: u64, endpoint: EndpointId, payload: &str) -> NewEvent {
+    let key = EventKey::new();
+    let id = DeliveryId::new();
+    let event = Event {
+        key,
+        id: format!("evt_{n}"),
+        tenant: "prop_abc123".into(),
+        event_type: "fraud_detected".into(),
+        received_at: 1_700_000_000_000,
+        deliveries: vec![DeliveryRef {
+            id,
+            endpoint_id: endpoint,
+        }],
+        payload: serde_json::value::RawValue::from_string(payload.to_string()).unwrap(),
+    };
+    let delivery = Delivery {
+        id,
+        endpoint_id: endpoint,
+        event_key: key,
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        tenant: event.tenant.clone(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        retries_used: 0,
+        next_attempt_at: Some(1_700_000_000_000),
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+    };
+    NewEvent {
+        event,
+        deliveries: vec![delivery],
+    }
+}
+
+fn storage(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false, 0).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let body = hookd::canonical::to_string(&serde_json::from_str(PAYLOAD).unwrap());
+    let endpoint = EndpointId::new();
+    let mut n = 0u64;
+    let mut g = c.benchmark_group("storage");
+    for batch in [1u64, 100] {
+        g.throughput(Throughput::Elements(batch));
+        g.bench_function(format!("ingest_write_batch_{batch}"), |b| {
+            b.iter_batched(
+                || {
+                    (0..batch)
+                        .map(|_| {
+                            n += 1;
+                            new_event(n, endpoint, &body)
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |events| rt.block_on(store.ingest(events)).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(micro, benches, storage);
 criterion_main!(micro);
