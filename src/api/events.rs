@@ -124,15 +124,39 @@ fn prepare(
     Ok(NewEvent { event, deliveries })
 }
 
+/// What the response and the endpoint actors need of an event once storage has taken it.
+struct Routed {
+    id: String,
+    event_type: String,
+    deliveries: Vec<(EndpointId, UnixMillis, DeliveryId)>,
+}
+
+impl Routed {
+    fn of(new: &NewEvent) -> Routed {
+        Routed {
+            id: new.event.id.clone(),
+            event_type: new.event.event_type.clone(),
+            deliveries: new
+                .deliveries
+                .iter()
+                .map(|d| {
+                    (
+                        d.endpoint_id,
+                        d.next_attempt_at.unwrap_or(d.created_at),
+                        d.id,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Hands stored deliveries to their endpoint actors.
-fn dispatch(state: &AppState, stored: &[&NewEvent]) {
+fn dispatch(state: &AppState, stored: &[&Routed]) {
     let mut by_endpoint: HashMap<EndpointId, Vec<(UnixMillis, DeliveryId)>> = HashMap::new();
-    for new in stored {
-        for d in &new.deliveries {
-            by_endpoint
-                .entry(d.endpoint_id)
-                .or_default()
-                .push((d.next_attempt_at.unwrap_or(d.created_at), d.id));
+    for routed in stored {
+        for &(endpoint, due, id) in &routed.deliveries {
+            by_endpoint.entry(endpoint).or_default().push((due, id));
         }
     }
     for (endpoint, deliveries) in by_endpoint {
@@ -173,20 +197,21 @@ pub async fn ingest(
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
     let new = prepare(&state, input, "", now_millis())?;
-    let outcomes = state.store.ingest(vec![new.clone()]).await?;
+    let routed = Routed::of(&new);
+    let outcomes = state.store.ingest(vec![new]).await?;
     let outcome = outcomes
         .first()
         .copied()
         .ok_or_else(|| ApiError::unavailable("storage_unavailable", "ingest returned nothing"))?;
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
-            METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
-            dispatch(&state, &[&new]);
+            METRICS.event_ingested(&routed.event_type, &state.config.events.types);
+            dispatch(&state, &[&routed]);
             StatusCode::ACCEPTED
         }
         IngestOutcome::Duplicate { .. } => StatusCode::OK,
     };
-    Ok(HttpResponse::build(status).json(outcome_json(&new.event.id, outcome)))
+    Ok(HttpResponse::build(status).json(outcome_json(&routed.id, outcome)))
 }
 
 pub async fn ingest_batch(
@@ -205,28 +230,29 @@ pub async fn ingest_batch(
     }
     let now = now_millis();
     let mut results: Vec<Option<Value>> = vec![None; batch.events.len()];
-    let mut accepted: Vec<(usize, NewEvent)> = Vec::new();
+    let mut accepted: Vec<(usize, Routed)> = Vec::new();
+    let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let field = format!("events[{i}]");
         let prepared = parse_json::<EventIn>(raw.get().as_bytes(), &field)
             .and_then(|input| prepare(&state, input, &field, now));
         match prepared {
-            Ok(new) => accepted.push((i, new)),
+            Ok(new) => {
+                accepted.push((i, Routed::of(&new)));
+                to_store.push(new);
+            }
             Err(e) => results[i] = Some(e.body()),
         }
     }
     if !accepted.is_empty() {
-        let outcomes = state
-            .store
-            .ingest(accepted.iter().map(|(_, n)| n.clone()).collect())
-            .await?;
+        let outcomes = state.store.ingest(to_store).await?;
         let mut stored = Vec::new();
-        for ((i, new), outcome) in accepted.iter().zip(outcomes) {
+        for ((i, routed), outcome) in accepted.iter().zip(outcomes) {
             if matches!(outcome, IngestOutcome::Stored { .. }) {
-                METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
-                stored.push(new);
+                METRICS.event_ingested(&routed.event_type, &state.config.events.types);
+                stored.push(routed);
             }
-            results[*i] = Some(outcome_json(&new.event.id, outcome));
+            results[*i] = Some(outcome_json(&routed.id, outcome));
         }
         dispatch(&state, &stored);
     }
