@@ -292,6 +292,14 @@ fn batch_body(tenant: &'static str) -> Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>
     })
 }
 
+/// Waits until no endpoint has anything pending, so one phase's backlog does not load the next.
+fn wait_drained(h: &Hookd, within: Duration) {
+    let deadline = Instant::now() + within;
+    while h.metric("hookd_queue_depth") > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -375,7 +383,9 @@ fn main() {
     let mut last_report = Instant::now();
     while rx.received.load(Ordering::Relaxed) < backlog && Instant::now() < drain_deadline {
         std::thread::sleep(Duration::from_millis(10));
-        if std::env::var("E2E_DEBUG").is_ok() && last_report.elapsed() > Duration::from_secs(1) {
+        if std::env::var_os("E2E_DEBUG").is_some_and(|v| !v.is_empty())
+            && last_report.elapsed() > Duration::from_secs(1)
+        {
             last_report = Instant::now();
             eprintln!(
                 "drain: received {} in_flight {} depth {}",
@@ -406,8 +416,29 @@ fn main() {
     ));
     let delivered = rx.received.load(Ordering::Relaxed) as f64 / e2e_start.elapsed().as_secs_f64();
 
-    // Latency at a fixed moderate rate, ingest to receipt.
+    // The same with the engine handing events over in batches of 100 at 4 connections.
     std::thread::sleep(Duration::from_secs(2));
+    wait_drained(&h, Duration::from_secs(60));
+    h.admin(
+        reqwest::Method::POST,
+        "/v1/endpoints",
+        Some(json!({"tenant": "e2e-batch", "url": rx_url, "event_types": ["*"], "max_concurrency": 64})),
+    );
+    rx.received.store(0, Ordering::Relaxed);
+    let e2e_batch_start = Instant::now();
+    let e2e_batch_ingest = BATCH as f64
+        * rt.block_on(hammer(
+            format!("{}/v1/events/batch", h.base),
+            4,
+            secs,
+            batch_body("e2e-batch"),
+            200,
+        ));
+    let delivered_batch =
+        rx.received.load(Ordering::Relaxed) as f64 / e2e_batch_start.elapsed().as_secs_f64();
+
+    // Latency at a fixed moderate rate, ingest to receipt, with nothing else pending.
+    wait_drained(&h, Duration::from_secs(60));
     h.admin(
         reqwest::Method::POST,
         "/v1/endpoints",
@@ -542,6 +573,8 @@ fn main() {
     row(&format!("backlog drain of {drained}, delivered/s"), drain);
     row("end to end (ingest + deliver), delivered/s", delivered);
     row("  … while ingesting, events/s", e2e_ingest);
+    row("end to end, batch ingest, delivered/s", delivered_batch);
+    row("  … while ingesting in batches, events/s", e2e_batch_ingest);
     println!(
         "{:<48} {:>12.1}",
         "group commit: events per fsync'd write", per_commit

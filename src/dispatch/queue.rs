@@ -122,18 +122,17 @@ impl PendingQueue {
         }
     }
 
-    /// Leaves to storage alone every waiting delivery stored at `from` or later.
+    /// Leaves to storage alone the waiting deliveries at the back of the queue that are stored
+    /// at `from` or later. Cost: the ones evicted. One whose effective due was brought forward
+    /// may stay in memory past `from`, which only costs its place.
     fn evict_from(&mut self, from: DueKey) {
-        let evicted: Vec<DeliveryId> = self
-            .effective
-            .keys()
-            .filter(|id| self.stored.get(id).is_some_and(|&due| (due, **id) >= from))
-            .copied()
-            .collect();
-        for id in evicted {
-            if let Some(due) = self.effective.remove(&id) {
-                self.waiting.remove(&(due, id));
+        while let Some(&(due, id)) = self.waiting.last() {
+            let stored = self.stored.get(&id).copied().unwrap_or(due);
+            if (due, id) < from || (stored, id) < from {
+                break;
             }
+            self.waiting.pop_last();
+            self.effective.remove(&id);
             self.stored.remove(&id);
             self.loaded.remove(&id);
         }
