@@ -65,3 +65,54 @@ fn a_paged_backlog_is_counted_survives_a_restart_and_drains_exactly_once() {
     let (_, ep) = h.get(&format!("/v1/endpoints/{id}"));
     assert_eq!(ep["stats"]["succeeded"], BACKLOG + 1);
 }
+
+#[test]
+fn deleting_an_endpoint_cancels_its_whole_backlog_paged_out_part_included() {
+    let mut h = Hookd::start(&[]);
+    let rx = Receiver::start();
+    let (id, _) = h.endpoint("t1", &rx.url, &["*"], json!({}));
+    assert_eq!(h.post_empty(&format!("/v1/endpoints/{id}/pause")).0, 200);
+    let mut first = String::new();
+    for batch in 0..BACKLOG / 1000 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| json!({"id": format!("d{}", batch * 1000 + i), "tenant": "t1", "type": "a", "payload": {}}))
+            .collect();
+        let (status, res) = h.post("/v1/events/batch", json!({"events": events}));
+        assert_eq!(status, 200, "{res}");
+        if batch == 0 {
+            first = h.delivery_ids("t1", "d0").remove(0);
+        }
+    }
+    let last = h.delivery_ids("t1", &format!("d{}", BACKLOG - 1)).remove(0);
+    // Restarted, the daemon holds only a window of the backlog in memory.
+    h.kill();
+    h.restart();
+    assert_eq!(h.delete(&format!("/v1/endpoints/{id}")).0, 204);
+    for dlv in [&first, &last] {
+        h.wait_delivery_status(dlv, "cancelled", Duration::from_secs(30));
+    }
+    let metrics = || {
+        h.raw(reqwest::Method::GET, "/metrics")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(30), "series removed", || {
+        !metrics().contains(&id)
+    });
+    // Nothing pending is left behind: a restart finds no orphans to cancel.
+    h.kill();
+    h.restart();
+    let logs = h.log_text();
+    let recovery = logs
+        .lines()
+        .filter(|l| l.contains("recovery finished"))
+        .last()
+        .expect("recovery logged");
+    assert!(
+        recovery.contains("pending=0") && recovery.contains("cancelled_orphans=0"),
+        "{recovery}"
+    );
+    assert_eq!(rx.count(), 0);
+}
