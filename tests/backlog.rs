@@ -107,8 +107,7 @@ fn deleting_an_endpoint_cancels_its_whole_backlog_paged_out_part_included() {
     let logs = h.log_text();
     let recovery = logs
         .lines()
-        .filter(|l| l.contains("recovery finished"))
-        .last()
+        .rfind(|l| l.contains("recovery finished"))
         .expect("recovery logged");
     assert!(
         recovery.contains("pending=0") && recovery.contains("cancelled_orphans=0"),
