@@ -38,12 +38,7 @@ fn a_paged_backlog_is_counted_survives_a_restart_and_drains_exactly_once() {
     h.kill();
     h.restart();
     assert_eq!(pending(&h, &id), BACKLOG);
-    let metrics = h
-        .raw(reqwest::Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics_text();
     assert!(
         metrics.contains(&format!("hookd_queue_depth{{endpoint=\"{id}\"}} {BACKLOG}")),
         "queue depth counts the paged-out part"
@@ -91,13 +86,7 @@ fn deleting_an_endpoint_cancels_its_whole_backlog_paged_out_part_included() {
     for dlv in [&first, &last] {
         h.wait_delivery_status(dlv, "cancelled", Duration::from_secs(30));
     }
-    let metrics = || {
-        h.raw(reqwest::Method::GET, "/metrics")
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let metrics = || h.metrics_text();
     wait_until(Duration::from_secs(30), "series removed", || {
         !metrics().contains(&id)
     });

@@ -293,12 +293,7 @@ fn private_addresses_are_refused_at_creation_and_at_connect_time() {
         .unwrap()
         .starts_with("blocked: private address"));
     assert_eq!(rx.count(), 0);
-    let metrics = h
-        .raw(reqwest::Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics_text();
     assert!(metrics.contains(&format!(
         "hookd_attempts_total{{endpoint=\"{id}\",result=\"connect_error\"}} 2"
     )));
@@ -348,12 +343,7 @@ fn secrets_never_leave_except_in_create_and_rotate() {
     let (status, err) = h.patch(&format!("/v1/endpoints/{id}"), json!({"secret": first}));
     assert_eq!(status, 400);
     responses.push(err);
-    let metrics = h
-        .raw(reqwest::Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics_text();
     assert_eq!(h.terminate().code(), Some(0));
     let logs = h.log_text();
     assert!(

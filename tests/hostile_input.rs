@@ -43,12 +43,7 @@ fn assert_client_error(status: u16, text: &str, what: &str) {
 }
 
 fn metric(h: &Hookd, name: &str) -> f64 {
-    let text = h
-        .raw(Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = h.metrics_text();
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

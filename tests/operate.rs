@@ -295,12 +295,7 @@ fn a_dead_endpoint_is_probed_not_hammered_and_its_backlog_drains_on_recovery() {
     assert!(s["failing_since"].is_string());
     assert_eq!(s["failed"], 0, "held deliveries keep their retries: {s}");
     assert_eq!(s["pending"], 200);
-    let metrics = h
-        .raw(reqwest::Method::GET, "/metrics")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics_text();
     assert!(
         metrics.contains(&format!(
             "hookd_endpoint_state{{endpoint=\"{id}\",state=\"failing\"}} 1"

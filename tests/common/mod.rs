@@ -188,6 +188,15 @@ impl Hookd {
         self.http.request(method, format!("{}{}", self.base, path))
     }
 
+    /// `GET /metrics` as text.
+    pub fn metrics_text(&self) -> String {
+        self.raw(reqwest::Method::GET, "/metrics")
+            .send()
+            .expect("GET /metrics")
+            .text()
+            .expect("metrics text")
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         self.request(reqwest::Method::GET, path, Some(ADMIN), None)
     }
