@@ -5,7 +5,8 @@
 //! end to end, ingest-to-receipt latency at a fixed moderate rate, hookd's peak RSS, and the same
 //! client → receiver loop without hookd as the loopback baseline, with each figure's ratio to it.
 //!
-//! `cargo bench --bench e2e` (about a minute). `E2E_BENCH_SECS` sets each phase's length.
+//! `cargo bench --bench e2e` (about 90 s). `E2E_BENCH_SECS` sets each phase's length;
+//! `E2E_DEBUG=1` prints queue progress during the drain and batch phases.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -426,6 +427,28 @@ fn main() {
     );
     rx.received.store(0, Ordering::Relaxed);
     let e2e_batch_start = Instant::now();
+    if std::env::var_os("E2E_DEBUG").is_some_and(|v| !v.is_empty()) {
+        let (base, rx) = (h.base.clone(), rx.clone());
+        std::thread::spawn(move || {
+            for _ in 0..8 {
+                std::thread::sleep(Duration::from_millis(700));
+                let text = reqwest::blocking::get(format!("{base}/metrics"))
+                    .unwrap()
+                    .text()
+                    .unwrap();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("hookd_in_flight") || l.starts_with("hookd_queue_depth")
+                    })
+                    .collect();
+                eprintln!(
+                    "e2e-batch: received {} {lines:?}",
+                    rx.received.load(Ordering::Relaxed)
+                );
+            }
+        });
+    }
     let e2e_batch_ingest = BATCH as f64
         * rt.block_on(hammer(
             format!("{}/v1/events/batch", h.base),

@@ -179,18 +179,15 @@ impl PendingQueue {
         Some((id, loaded))
     }
 
-    /// Up to `limit` waiting deliveries due by `now` whose records are not read yet, counting
-    /// those already read against the limit.
+    /// Those of the first `limit` waiting deliveries due by `now` whose records are not read
+    /// yet. Only the head counts: a delivery queued late with an earlier due time goes before
+    /// records already read and must be read itself.
     pub fn to_read_ahead(&self, now: UnixMillis, limit: usize) -> Vec<DeliveryId> {
-        let limit = limit.saturating_sub(self.loaded.len());
-        if limit == 0 {
-            return Vec::new();
-        }
         self.waiting
             .iter()
             .take_while(|(due, _)| *due <= now)
-            .filter(|(_, id)| !self.loaded.contains_key(id))
             .take(limit)
+            .filter(|(_, id)| !self.loaded.contains_key(id))
             .map(|(_, id)| *id)
             .collect()
     }
@@ -342,10 +339,22 @@ mod tests {
             .unwrap();
             (d, std::sync::Arc::new(e))
         };
+        q.put_loaded(id(2), record(2));
+        assert_eq!(q.to_read_ahead(9, 1), vec![id(1)]);
+        assert_eq!(
+            q.to_read_ahead(9, 2),
+            vec![id(1)],
+            "read records are not read again"
+        );
+        // One queued late but due earlier goes before them and is read next.
+        q.push_new(id(3), 0);
+        assert_eq!(q.to_read_ahead(9, 1), vec![id(3)]);
+        assert!(q.start_first().is_none(), "the head is not read yet");
+        q.put_loaded(id(3), record(3));
         q.put_loaded(id(1), record(1));
-        assert_eq!(q.to_read_ahead(9, 2), vec![id(2)], "read records count");
-        assert_eq!(q.to_read_ahead(9, 1), Vec::<DeliveryId>::new());
-        assert_eq!(q.start_first().map(|(i, _)| i), Some(id(1)));
+        let started: Vec<DeliveryId> =
+            std::iter::from_fn(|| q.start_first().map(|(i, _)| i)).collect();
+        assert_eq!(started, vec![id(3), id(1), id(2)]);
     }
 
     #[test]
