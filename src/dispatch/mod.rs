@@ -1,12 +1,14 @@
 //! Who sends what, when. A [`Supervisor`] actor owns the set of endpoints: it creates, changes
 //! and deletes them (one change at a time) and runs one [`EndpointActor`] per endpoint. Each
-//! endpoint actor owns that endpoint's pending deliveries: its ready queue and retry timers, its
-//! in-flight count (≤ `max_concurrency`) and its paused flag; it is the only writer of those
-//! deliveries. The [`Router`] is the read side shared with the API: which endpoints an event
+//! endpoint actor owns that endpoint's pending deliveries: its queue (a window in memory, the
+//! rest paged in from storage, see [`queue`]), retry timers, in-flight count
+//! (≤ `max_concurrency`), paused flag and circuit state ([`circuit`]); it is the only writer of
+//! those deliveries. The [`Router`] is the read side shared with the API: which endpoints an event
 //! goes to and where each actor's mailbox is, so ingest never waits on the supervisor.
 //!
 //! Endpoint actors are spread over one arbiter (thread) per core, so a busy endpoint cannot hold
-//! up the others; every storage call they make runs on the blocking pool.
+//! up the others; their storage reads run on the blocking pool, batched, and their attempt
+//! results go to the store's single results writer.
 
 pub mod circuit;
 mod endpoint;

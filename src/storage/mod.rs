@@ -6,10 +6,14 @@
 //!   `WriteBatch`, fsync'd when `storage.sync`, before ingest is acknowledged; concurrent ingests
 //!   share one write and one fsync ([`Store::ingest`], group commit);
 //! - a delivery is pending exactly when it has one entry in `due`; a final status removes it;
-//! - attempt results are written without fsync: a crash may forget the last attempts, which are
-//!   then simply made again.
+//! - attempt results are written without fsync, by one results writer that folds every result
+//!   queued meanwhile into one write ([`Store::write_results`]): a crash may forget the last
+//!   attempts, which are then simply made again;
+//! - each delivery also has an `endpoint_deliveries` entry holding its status, so an endpoint's
+//!   history pages newest first and filters by status without reading the deliveries.
 //!
-//! Every method but [`Store::ingest`] blocks on disk; async callers go through [`Store::call`].
+//! Every method but [`Store::ingest`] and [`Store::write_results`] blocks on disk; async callers
+//! go through [`Store::call`].
 
 pub mod keys;
 mod rocks;
