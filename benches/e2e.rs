@@ -6,7 +6,8 @@
 //! client → receiver loop without hookd as the loopback baseline, with each figure's ratio to it.
 //!
 //! `cargo bench --bench e2e` (about 90 s). `E2E_BENCH_SECS` sets each phase's length;
-//! `E2E_DEBUG=1` prints queue progress during the drain and batch phases.
+//! `E2E_DEBUG=1` prints queue progress during the drain and batch phases; `E2E_HOOKD_BIN=path`
+//! benches another hookd binary.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -127,7 +128,10 @@ impl Hookd {
     }
 
     fn start_in(dir: tempfile::TempDir) -> Hookd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        // E2E_HOOKD_BIN runs another build, e.g. one with frame pointers for profiling.
+        let bin =
+            std::env::var_os("E2E_HOOKD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hookd").into());
+        let mut child = Command::new(bin)
             .arg("serve")
             .current_dir(dir.path())
             .env_remove("HOOKD_CONFIG")
