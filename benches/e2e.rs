@@ -197,6 +197,16 @@ impl Hookd {
         resp.json().unwrap_or(Value::Null)
     }
 
+    /// Creates an endpoint of `tenant` for every type; returns its id.
+    fn endpoint(&self, tenant: &str, url: &str, max_concurrency: Option<u32>) -> String {
+        let mut spec = json!({"tenant": tenant, "url": url, "event_types": ["*"]});
+        if let Some(n) = max_concurrency {
+            spec["max_concurrency"] = json!(n);
+        }
+        let ep = self.admin(reqwest::Method::POST, "/v1/endpoints", Some(spec));
+        ep["id"].as_str().unwrap().to_string()
+    }
+
     fn peak_rss_mb(&self) -> f64 {
         self.rss_mb("VmHWM:")
     }
@@ -343,14 +353,7 @@ fn main() {
 
     let h = Hookd::start();
     // Ingest only: the tenant's endpoint is paused, so every event stores one delivery.
-    let ep = h.admin(
-        reqwest::Method::POST,
-        "/v1/endpoints",
-        Some(
-            json!({"tenant": "ingest", "url": rx_url, "event_types": ["*"], "max_concurrency": 64}),
-        ),
-    );
-    let paused_id = ep["id"].as_str().unwrap().to_string();
+    let paused_id = h.endpoint("ingest", &rx_url, Some(64));
     h.admin(
         reqwest::Method::POST,
         &format!("/v1/endpoints/{paused_id}/pause"),
@@ -406,11 +409,7 @@ fn main() {
 
     // End to end: single-event ingest at 64 connections while hookd delivers to an active
     // endpoint; delivered/s counted at the receiver over the same window.
-    h.admin(
-        reqwest::Method::POST,
-        "/v1/endpoints",
-        Some(json!({"tenant": "e2e", "url": rx_url, "event_types": ["*"], "max_concurrency": 64})),
-    );
+    h.endpoint("e2e", &rx_url, Some(64));
     rx.received.store(0, Ordering::Relaxed);
     let e2e_start = Instant::now();
     let e2e_ingest = rt.block_on(hammer(
@@ -425,11 +424,7 @@ fn main() {
     // The same with the engine handing events over in batches of 100 at 4 connections.
     std::thread::sleep(Duration::from_secs(2));
     wait_drained(&h, Duration::from_secs(60));
-    h.admin(
-        reqwest::Method::POST,
-        "/v1/endpoints",
-        Some(json!({"tenant": "e2e-batch", "url": rx_url, "event_types": ["*"], "max_concurrency": 64})),
-    );
+    h.endpoint("e2e-batch", &rx_url, Some(64));
     rx.received.store(0, Ordering::Relaxed);
     let e2e_batch_start = Instant::now();
     if std::env::var_os("E2E_DEBUG").is_some_and(|v| !v.is_empty()) {
@@ -469,11 +464,7 @@ fn main() {
     // endpoints' actors share the work over the cores instead of one actor doing it all.
     wait_drained(&h, Duration::from_secs(60));
     for t in 0..SPREAD {
-        h.admin(
-            reqwest::Method::POST,
-            "/v1/endpoints",
-            Some(json!({"tenant": format!("spread{t}"), "url": rx_url, "event_types": ["*"]})),
-        );
+        h.endpoint(&format!("spread{t}"), &rx_url, None);
     }
     rx.received.store(0, Ordering::Relaxed);
     let spread_start = Instant::now();
@@ -495,11 +486,7 @@ fn main() {
 
     // Latency at a fixed moderate rate, ingest to receipt, with nothing else pending.
     wait_drained(&h, Duration::from_secs(60));
-    h.admin(
-        reqwest::Method::POST,
-        "/v1/endpoints",
-        Some(json!({"tenant": "lat", "url": rx_url, "event_types": ["*"]})),
-    );
+    h.endpoint("lat", &rx_url, None);
     rx.latencies_us.lock().unwrap().clear();
     let lat_url = format!("{}/v1/events", h.base);
     rt.block_on(async {
@@ -541,12 +528,7 @@ fn main() {
     // Bounded memory: a paused endpoint with a 200,000-delivery backlog, a kill -9 and a
     // restart with it pending, then resume and drain.
     let h = Hookd::start();
-    let ep = h.admin(
-        reqwest::Method::POST,
-        "/v1/endpoints",
-        Some(json!({"tenant": "backlog", "url": rx_url, "event_types": ["*"], "max_concurrency": 64})),
-    );
-    let backlog_id = ep["id"].as_str().unwrap().to_string();
+    let backlog_id = h.endpoint("backlog", &rx_url, Some(64));
     h.admin(
         reqwest::Method::POST,
         &format!("/v1/endpoints/{backlog_id}/pause"),

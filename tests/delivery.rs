@@ -205,11 +205,7 @@ fn exhausted_schedule_fails_the_delivery_and_retry_sends_again() {
     let h = Hookd::start(&[("HOOKD_DELIVERY__RETRY_SCHEDULE", r#"["1s","1s"]"#)]);
     let r = Receiver::with(500, &[], Duration::ZERO);
     h.endpoint("t1", &r.url, &["*"], json!({}));
-    let id = h.event("t1", "a", json!({}))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dlv = h.delivery_ids("t1", &id)[0].clone();
+    let dlv = h.event_delivery("t1", "a", json!({}));
     let d = h.wait_delivery_status(&dlv, "failed", SECS(15));
     assert_eq!(d["attempts"].as_array().unwrap().len(), 3);
     assert_eq!(d["next_attempt_at"], serde_json::Value::Null);
@@ -227,11 +223,7 @@ fn exhausted_schedule_fails_the_delivery_and_retry_sends_again() {
 
     // A succeeded delivery is not retryable.
     r.set_status(200);
-    let id2 = h.event("t1", "a", json!({}))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dlv2 = h.delivery_ids("t1", &id2)[0].clone();
+    let dlv2 = h.event_delivery("t1", "a", json!({}));
     h.wait_delivery_status(&dlv2, "succeeded", SECS(10));
     let (status, res) = h.post_empty(&format!("/v1/deliveries/{dlv2}/retry"));
     assert_eq!(status, 409, "{res}");

@@ -157,8 +157,7 @@ fn hostile_receivers_fail_attempts_cleanly_and_are_retried_on_schedule() {
 
     let mut deliveries = Vec::new();
     for tenant in ["silent", "reset", "trickle", "garbage", "redirect", "flood"] {
-        let ev = h.event(tenant, "fraud_detected", json!({"tenant": tenant}));
-        let id = h.delivery_ids(tenant, ev["id"].as_str().unwrap()).remove(0);
+        let id = h.event_delivery(tenant, "fraud_detected", json!({"tenant": tenant}));
         deliveries.push((tenant, id));
     }
     let started = Instant::now();
@@ -277,8 +276,7 @@ fn private_addresses_are_refused_at_creation_and_at_connect_time() {
     // A name is checked where it resolves, at connect time: localhost resolves to loopback.
     let url = format!("http://localhost:{port}/hook");
     let (id, _) = h.endpoint("t1", &url, &["*"], json!({"retry_schedule": []}));
-    let ev = h.event("t1", "fraud_detected", json!({}));
-    let dlv = h.delivery_ids("t1", ev["id"].as_str().unwrap()).remove(0);
+    let dlv = h.event_delivery("t1", "fraud_detected", json!({}));
     let d = h.wait_delivery_status(&dlv, "failed", SECS(10));
     let error = d["attempts"][0]["error"].as_str().unwrap();
     assert!(

@@ -367,8 +367,7 @@ fn generated_requests_never_get_a_5xx() {
     let h = Hookd::start(&[]);
     let rx = Receiver::start();
     let (ep, _) = h.endpoint("t1", &rx.url, &["*"], json!({"timeout": "1s"}));
-    let ev = h.event("t1", "a", json!({}));
-    let dlv = h.delivery_ids("t1", ev["id"].as_str().unwrap()).remove(0);
+    let dlv = h.event_delivery("t1", "a", json!({}));
 
     let cases = 10_000;
     let ran = AtomicUsize::new(0);

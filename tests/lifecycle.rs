@@ -14,11 +14,7 @@ fn sigterm_lets_in_flight_attempts_finish_and_they_are_not_resent() {
     let mut h = Hookd::start(&[("HOOKD_SERVER__SHUTDOWN_GRACE", "10s")]);
     let r = Receiver::with(200, &[], Duration::from_secs(2));
     h.endpoint("t1", &r.url, &["*"], json!({}));
-    let id = h.event("t1", "a", json!({}))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dlv = h.delivery_ids("t1", &id)[0].clone();
+    let dlv = h.event_delivery("t1", "a", json!({}));
     r.wait_count(1, Duration::from_secs(5));
     let status = h.terminate();
     assert!(status.success(), "exit status {status:?}\n{}", h.log_text());

@@ -96,16 +96,14 @@ fn history_pages_newest_first_and_filters_by_status() {
     let (id, _) = h.endpoint("t1", &ok.url, &["*"], json!({"retry_schedule": []}));
     let mut created = Vec::new();
     for i in 0..5 {
-        let ev = h.event("t1", "sale.created", json!({"n": i}));
-        let dlv = h.delivery_ids("t1", ev["id"].as_str().unwrap()).remove(0);
+        let dlv = h.event_delivery("t1", "sale.created", json!({"n": i}));
         created.push(dlv);
         // Ids are time-ordered to the millisecond; keep them in distinct milliseconds.
         std::thread::sleep(Duration::from_millis(3));
     }
     ok.wait_count(5, SECS(10));
     ok.set_status(500);
-    let ev = h.event("t1", "sale.created", json!({"n": 5}));
-    let failed = h.delivery_ids("t1", ev["id"].as_str().unwrap()).remove(0);
+    let failed = h.event_delivery("t1", "sale.created", json!({"n": 5}));
     h.wait_delivery_status(&failed, "failed", SECS(10));
     for d in &created {
         h.wait_delivery_status(d, "succeeded", SECS(10));
@@ -250,8 +248,7 @@ fn retry_after_on_429_delays_the_next_attempt_at_least_that_long() {
     let rx = Receiver::with(200, &[429], Duration::ZERO);
     rx.set_retry_after(Some("3"));
     h.endpoint("t1", &rx.url, &["*"], json!({"retry_schedule": ["1s"]}));
-    let ev = h.event("t1", "sale.created", json!({}));
-    let id = h.delivery_ids("t1", ev["id"].as_str().unwrap()).remove(0);
+    let id = h.event_delivery("t1", "sale.created", json!({}));
     let dlv = h.wait_delivery_status(&id, "succeeded", SECS(15));
     let got = rx.received();
     assert_eq!(got.len(), 2);

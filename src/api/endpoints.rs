@@ -232,19 +232,19 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
-    let (endpoint, stored_stats) = state
+    let endpoint = state
         .store
-        .call(move |s| Ok((s.get_endpoint(id)?, s.get_stats(id)?)))
-        .await?;
-    let endpoint = endpoint.ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))?;
+        .call(move |s| s.get_endpoint(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))?;
     let live = match state.router.actor(id) {
         Some(actor) => actor.send(GetStats).await?,
-        // Only while a just-deleted endpoint's actor winds down.
+        // Only in the instant between a create storing the record and starting its actor.
         None => StatsSnapshot {
             pending: 0,
             in_flight: 0,
             state: "active",
-            stats: stored_stats.unwrap_or_default(),
+            stats: Default::default(),
             next_probe_at: None,
         },
     };

@@ -91,6 +91,20 @@ pub struct AttemptReport {
     pub retry_after: Option<Duration>,
 }
 
+impl AttemptReport {
+    /// The stored record of this attempt, the `n`th of its delivery, started at `at`.
+    pub fn to_attempt(&self, n: u32, at: crate::model::UnixMillis) -> crate::model::Attempt {
+        crate::model::Attempt {
+            n,
+            at,
+            status_code: self.outcome.status_code(),
+            duration_ms: self.duration.as_millis() as u64,
+            error: self.outcome.error(),
+            response_body: self.response_body.clone(),
+        }
+    }
+}
+
 /// Everything one request needs; borrowed from the endpoint and the delivery.
 pub struct WebhookRequest<'a> {
     /// Parsed once per endpoint change, not per request.

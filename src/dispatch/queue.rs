@@ -75,7 +75,8 @@ impl PendingQueue {
         self.effective.contains_key(&id)
     }
 
-    pub fn in_memory(&self, id: DeliveryId) -> bool {
+    #[cfg(test)]
+    fn in_memory(&self, id: DeliveryId) -> bool {
         self.stored.contains_key(&id)
     }
 

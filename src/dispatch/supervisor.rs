@@ -44,12 +44,11 @@ pub async fn start(
     let (endpoints, mut counts) = shared
         .store
         .call(|s| {
-            let mut counts = s.due_counts()?;
+            let mut counts = s.due_summary(PAGE)?;
             let mut endpoints = Vec::new();
             for endpoint in s.list_endpoints()? {
                 let stats = s.get_stats(endpoint.id)?.unwrap_or_default();
-                let total = counts.remove(&endpoint.id).unwrap_or(0);
-                let (page, _) = s.due_page(endpoint.id, None, PAGE)?;
+                let (total, page) = counts.remove(&endpoint.id).unwrap_or_default();
                 endpoints.push((endpoint, stats, PendingQueue::new(total, page)));
             }
             Ok((endpoints, counts))
@@ -94,11 +93,8 @@ impl Supervisor {
     fn spawn_actor(&mut self, endpoint: Arc<Endpoint>, stats: EndpointStats, queue: PendingQueue) {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
-        let shared = self.shared.clone();
-        let actor_endpoint = endpoint.clone();
-        let addr = EndpointActor::start_in_arbiter(arbiter, move |_| {
-            EndpointActor::new(actor_endpoint, shared, stats, queue)
-        });
+        let actor = EndpointActor::new(endpoint.clone(), self.shared.clone(), stats, queue);
+        let addr = EndpointActor::start_in_arbiter(arbiter, move |_| actor);
         self.router
             .insert(endpoint.id, Arc::new(endpoint.spec.clone()), addr);
     }

@@ -20,7 +20,7 @@ mod rocks;
 
 pub use rocks::{DeliveryUpdate, Loaded, Store};
 
-use crate::model::{Delivery, DeliveryId, EndpointId, Event, UnixMillis};
+use crate::model::{Delivery, Event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -55,12 +55,4 @@ pub enum IngestOutcome {
     Stored { deliveries: u32 },
     /// The (tenant, id) was already stored; nothing was written.
     Duplicate { deliveries: u32 },
-}
-
-/// A pending delivery as the due index knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueEntry {
-    pub endpoint: EndpointId,
-    pub due: UnixMillis,
-    pub delivery: DeliveryId,
 }

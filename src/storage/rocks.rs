@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::keys::*;
-use super::{DueEntry, IngestOutcome, NewEvent, StorageError};
+use super::{IngestOutcome, NewEvent, StorageError};
 use crate::metrics::METRICS;
 use crate::model::{
     Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EndpointStats, Event,
@@ -538,13 +538,22 @@ impl Store {
         Ok(updates.len())
     }
 
-    /// How many pending deliveries each endpoint has (endpoints without any are absent).
-    pub fn due_counts(&self) -> Result<HashMap<EndpointId, usize>, StorageError> {
-        let mut out = HashMap::new();
+    /// In one pass over `due`: for each endpoint with pending deliveries, how many it has and
+    /// the first `page` of them in due order.
+    #[allow(clippy::type_complexity)]
+    pub fn due_summary(
+        &self,
+        page: usize,
+    ) -> Result<HashMap<EndpointId, (usize, Vec<(UnixMillis, DeliveryId)>)>, StorageError> {
+        let mut out: HashMap<EndpointId, (usize, Vec<_>)> = HashMap::new();
         for item in self.db.iterator_cf(self.cf(CF_DUE), IteratorMode::Start) {
             let (k, _) = item?;
-            let entry = decode_due(&k)?;
-            *out.entry(entry.endpoint).or_default() += 1;
+            let (endpoint, due, delivery) = decode_due(&k)?;
+            let (count, first) = out.entry(endpoint).or_default();
+            *count += 1;
+            if first.len() < page {
+                first.push((due, delivery));
+            }
         }
         Ok(out)
     }
@@ -575,8 +584,8 @@ impl Store {
             if out.len() == limit {
                 return Ok((out, false));
             }
-            let entry = decode_due(&k)?;
-            out.push((entry.due, entry.delivery));
+            let (_, due, delivery) = decode_due(&k)?;
+            out.push((due, delivery));
         }
         Ok((out, true))
     }
@@ -655,15 +664,18 @@ impl Store {
     }
 }
 
-fn decode_due(k: &[u8]) -> Result<DueEntry, StorageError> {
-    let (endpoint, due, delivery) = decode_due_key(k).ok_or(StorageError::Corrupt {
+fn decode_due(k: &[u8]) -> Result<(EndpointId, UnixMillis, DeliveryId), StorageError> {
+    decode_due_key(k).ok_or(StorageError::Corrupt {
         cf: CF_DUE,
         message: "bad key length".into(),
-    })?;
-    Ok(DueEntry {
-        endpoint,
-        due,
-        delivery,
+    })
+}
+
+/// One write's failure, for each caller that shared the write.
+fn shared_failure(e: &StorageError) -> StorageError {
+    StorageError::Engine(match e {
+        StorageError::Engine(m) => m.clone(),
+        other => other.to_string(),
     })
 }
 
@@ -713,10 +725,9 @@ fn results_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<ResultsJob>) {
         });
         let written = staged.and_then(|()| store.write(batch, false));
         for job in jobs {
-            let _ = job.reply.send(match &written {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StorageError::Engine(e.to_string())),
-            });
+            let _ = job
+                .reply
+                .send(written.as_ref().map(|_| ()).map_err(shared_failure));
         }
     }
 }
@@ -766,12 +777,8 @@ fn commit_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, "ingest write failed");
-                let message = match &e {
-                    StorageError::Engine(m) => m.clone(),
-                    other => other.to_string(),
-                };
                 for job in jobs {
-                    let _ = job.reply.send(Err(StorageError::Engine(message.clone())));
+                    let _ = job.reply.send(Err(shared_failure(&e)));
                 }
                 // A failing disk is retried by the next request; pausing here keeps a tight
                 // loop of doomed writes from flooding the log.

@@ -117,11 +117,9 @@ impl Hookd {
     /// SIGTERM, then waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("hookd running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let sent = unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to hookd");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
@@ -246,6 +244,13 @@ impl Hookd {
         );
         assert_eq!(status, 202, "{res}");
         res
+    }
+
+    /// Posts an event routed to one endpoint; returns that delivery's id.
+    pub fn event_delivery(&self, tenant: &str, event_type: &str, payload: Value) -> String {
+        let ev = self.event(tenant, event_type, payload);
+        self.delivery_ids(tenant, ev["id"].as_str().unwrap())
+            .remove(0)
     }
 
     pub fn delivery_ids(&self, tenant: &str, event_id: &str) -> Vec<String> {

@@ -26,8 +26,8 @@ use super::Shared;
 use crate::delivery::{AttemptReport, WebhookRequest};
 use crate::metrics::EndpointMetrics;
 use crate::model::{
-    now_millis, Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointStats,
-    EndpointStatus, Event, UnixMillis,
+    now_millis, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointStats, EndpointStatus,
+    Event, UnixMillis,
 };
 use crate::storage::{DeliveryUpdate, Loaded, StorageError};
 
@@ -87,7 +87,7 @@ impl EndpointActor {
             let open_for = Duration::from_millis((now - since).max(0) as u64);
             now + circuit::probe_interval(stats.failed_probes, open_for).as_millis() as i64
         });
-        EndpointActor {
+        let actor = EndpointActor {
             metrics: EndpointMetrics::new(&endpoint.id.to_string()),
             endpoint,
             settings,
@@ -105,7 +105,12 @@ impl EndpointActor {
             draining: false,
             drain_waiters: Vec::new(),
             timer: None,
-        }
+        };
+        // Its series exist from the moment the endpoint does, not from whenever the actor's
+        // thread first runs it: a scrape right after a create sees the endpoint.
+        actor.publish_state();
+        actor.publish_gauges();
+        actor
     }
 
     fn paused(&self) -> bool {
@@ -344,14 +349,7 @@ impl EndpointActor {
         let now = now_millis();
         let n = delivery.attempts + 1;
         self.note_attempt(&report, at, now);
-        let attempt = Attempt {
-            n,
-            at,
-            status_code: report.outcome.status_code(),
-            duration_ms: report.duration.as_millis() as u64,
-            error: report.outcome.error(),
-            response_body: report.response_body.clone(),
-        };
+        let attempt = report.to_attempt(n, at);
         delivery.attempts = n;
         delivery.updated_at = now;
         if report.outcome.is_success() {
@@ -619,7 +617,6 @@ impl Actor for EndpointActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        self.publish_state();
         self.publish_oldest_age();
         ctx.run_interval(AGE_REFRESH, |act, _| act.publish_oldest_age());
         self.pump(ctx);

@@ -105,14 +105,7 @@ impl Handler<SendTest> for EndpointActor {
                 .then(move |report, act, ctx| {
                     let finished = now_millis();
                     act.note_attempt(&report, now, finished);
-                    let attempt = Attempt {
-                        n: 1,
-                        at: now,
-                        status_code: report.outcome.status_code(),
-                        duration_ms: report.duration.as_millis() as u64,
-                        error: report.outcome.error(),
-                        response_body: report.response_body.clone(),
-                    };
+                    let attempt = report.to_attempt(1, now);
                     delivery.attempts = 1;
                     delivery.updated_at = finished;
                     delivery.status = if report.outcome.is_success() {
