@@ -1,6 +1,7 @@
 //! `POST /v1/events`, `POST /v1/events/batch`, `GET /v1/events/{id}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,7 +18,7 @@ use crate::model::{
     check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
     EndpointId, Event, EventKey, UnixMillis,
 };
-use crate::storage::{IngestOutcome, NewEvent};
+use crate::storage::{IngestOutcome, Loaded, NewEvent};
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -124,39 +125,17 @@ fn prepare(
     Ok(NewEvent { event, deliveries })
 }
 
-/// What the response and the endpoint actors need of an event once storage has taken it.
-struct Routed {
-    id: String,
-    event_type: String,
-    deliveries: Vec<(EndpointId, UnixMillis, DeliveryId)>,
-}
-
-impl Routed {
-    fn of(new: &NewEvent) -> Routed {
-        Routed {
-            id: new.event.id.clone(),
-            event_type: new.event.event_type.clone(),
-            deliveries: new
-                .deliveries
-                .iter()
-                .map(|d| {
-                    (
-                        d.endpoint_id,
-                        d.next_attempt_at.unwrap_or(d.created_at),
-                        d.id,
-                    )
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Hands stored deliveries to their endpoint actors.
-fn dispatch(state: &AppState, stored: &[&Routed]) {
-    let mut by_endpoint: HashMap<EndpointId, Vec<(UnixMillis, DeliveryId)>> = HashMap::new();
-    for routed in stored {
-        for &(endpoint, due, id) in &routed.deliveries {
-            by_endpoint.entry(endpoint).or_default().push((due, id));
+/// Hands stored events' deliveries to their endpoint actors, with the records, so that an
+/// actor starts them without reading them back.
+fn dispatch(state: &AppState, stored: Vec<NewEvent>) {
+    let mut by_endpoint: HashMap<EndpointId, Vec<Loaded>> = HashMap::new();
+    for new in stored {
+        let event = Arc::new(new.event);
+        for d in new.deliveries {
+            by_endpoint
+                .entry(d.endpoint_id)
+                .or_default()
+                .push((d, event.clone()));
         }
     }
     for (endpoint, deliveries) in by_endpoint {
@@ -167,7 +146,7 @@ fn dispatch(state: &AppState, stored: &[&Routed]) {
                     sup.do_send(CancelOrphans(
                         deliveries
                             .into_iter()
-                            .map(|(due, id)| (id, Some(due)))
+                            .map(|(d, _)| (d.id, Some(Enqueue::due(&d))))
                             .collect(),
                     ));
                 }
@@ -197,21 +176,20 @@ pub async fn ingest(
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
     let new = prepare(&state, input, "", now_millis())?;
-    let routed = Routed::of(&new);
-    let outcomes = state.store.ingest(vec![new]).await?;
-    let outcome = outcomes
-        .first()
-        .copied()
-        .ok_or_else(|| ApiError::unavailable("storage_unavailable", "ingest returned nothing"))?;
+    let (outcome, new) =
+        state.store.ingest(vec![new]).await?.pop().ok_or_else(|| {
+            ApiError::unavailable("storage_unavailable", "ingest returned nothing")
+        })?;
+    let body = outcome_json(&new.event.id, outcome);
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
-            METRICS.event_ingested(&routed.event_type, &state.config.events.types);
-            dispatch(&state, &[&routed]);
+            METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
+            dispatch(&state, vec![new]);
             StatusCode::ACCEPTED
         }
         IngestOutcome::Duplicate { .. } => StatusCode::OK,
     };
-    Ok(HttpResponse::build(status).json(outcome_json(&routed.id, outcome)))
+    Ok(HttpResponse::build(status).json(body))
 }
 
 pub async fn ingest_batch(
@@ -230,7 +208,7 @@ pub async fn ingest_batch(
     }
     let now = now_millis();
     let mut results: Vec<Option<Value>> = vec![None; batch.events.len()];
-    let mut accepted: Vec<(usize, Routed)> = Vec::new();
+    let mut accepted: Vec<usize> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let field = format!("events[{i}]");
@@ -238,7 +216,7 @@ pub async fn ingest_batch(
             .and_then(|input| prepare(&state, input, &field, now));
         match prepared {
             Ok(new) => {
-                accepted.push((i, Routed::of(&new)));
+                accepted.push(i);
                 to_store.push(new);
             }
             Err(e) => results[i] = Some(e.body()),
@@ -247,14 +225,14 @@ pub async fn ingest_batch(
     if !accepted.is_empty() {
         let outcomes = state.store.ingest(to_store).await?;
         let mut stored = Vec::new();
-        for ((i, routed), outcome) in accepted.iter().zip(outcomes) {
+        for (i, (outcome, new)) in accepted.into_iter().zip(outcomes) {
+            results[i] = Some(outcome_json(&new.event.id, outcome));
             if matches!(outcome, IngestOutcome::Stored { .. }) {
-                METRICS.event_ingested(&routed.event_type, &state.config.events.types);
-                stored.push(routed);
+                METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
+                stored.push(new);
             }
-            results[*i] = Some(outcome_json(&routed.id, outcome));
         }
-        dispatch(&state, &stored);
+        dispatch(&state, stored);
     }
     Ok(HttpResponse::Ok().json(json!({"results": results})))
 }

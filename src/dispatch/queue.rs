@@ -15,7 +15,9 @@
 //!   bring back a key that write moved;
 //! - `total` counts every pending delivery: in memory, in flight and paged out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use crate::model::{DeliveryId, UnixMillis};
 use crate::storage::Loaded;
@@ -26,18 +28,32 @@ const REFILL_BELOW: usize = PAGE / 4;
 /// Most deliveries held in memory; past it, new ones stay in storage until paged in.
 const MAX_IN_MEMORY: usize = 2 * PAGE;
 
+/// Most payload bytes of records an endpoint keeps that ingest handed over: enough that a busy
+/// endpoint starts fresh deliveries without reading them back, bounded so that a slow one with
+/// a long queue does not hold every event it was sent.
+const OFFERED_BYTES: usize = 4 << 20;
+/// What a kept record is counted as besides its payload.
+const RECORD_OVERHEAD: usize = 256;
+
 /// A `due` entry: (due time, delivery), the order RocksDB keeps them in.
 pub type DueKey = (UnixMillis, DeliveryId);
 
 #[derive(Default)]
 pub struct PendingQueue {
     waiting: BTreeSet<DueKey>,
-    effective: HashMap<DeliveryId, UnixMillis>,
-    stored: HashMap<DeliveryId, UnixMillis>,
+    // Keyed by ULIDs, whose low bits are random: a fast hash spreads them as well as SipHash.
+    effective: FxHashMap<DeliveryId, UnixMillis>,
+    stored: FxHashMap<DeliveryId, UnixMillis>,
     horizon: Option<DueKey>,
     total: usize,
-    loaded: HashMap<DeliveryId, Loaded>,
+    loaded: FxHashMap<DeliveryId, Loaded>,
+    /// What `loaded` holds, counted by [`record_bytes`].
+    loaded_bytes: usize,
     paging: bool,
+}
+
+fn record_bytes((_, event): &Loaded) -> usize {
+    event.payload.get().len() + RECORD_OVERHEAD
 }
 
 /// The key right after `k`: the first one a page starting after `k` may hold.
@@ -69,6 +85,11 @@ impl PendingQueue {
 
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Waiting deliveries whose records are in memory.
+    pub fn loaded_len(&self) -> usize {
+        self.loaded.len()
     }
 
     pub fn is_waiting(&self, id: DeliveryId) -> bool {
@@ -135,7 +156,7 @@ impl PendingQueue {
             self.waiting.pop_last();
             self.effective.remove(&id);
             self.stored.remove(&id);
-            self.loaded.remove(&id);
+            self.drop_loaded(id);
         }
     }
 
@@ -175,6 +196,7 @@ impl PendingQueue {
     pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
         let (due, id) = self.first()?;
         let loaded = self.loaded.remove(&id)?;
+        self.loaded_bytes -= record_bytes(&loaded);
         self.waiting.remove(&(due, id));
         self.effective.remove(&id);
         Some((id, loaded))
@@ -196,7 +218,30 @@ impl PendingQueue {
     /// A read-ahead record, kept if its delivery is still waiting.
     pub fn put_loaded(&mut self, id: DeliveryId, loaded: Loaded) {
         if self.effective.contains_key(&id) {
-            self.loaded.insert(id, loaded);
+            self.keep_loaded(id, loaded);
+        }
+    }
+
+    /// The record of a delivery ingest just handed over, kept if it is waiting in memory and
+    /// the budget allows; otherwise it is read back from storage when its turn comes.
+    pub fn offer_loaded(&mut self, id: DeliveryId, loaded: Loaded) {
+        if self.effective.contains_key(&id)
+            && self.loaded_bytes + record_bytes(&loaded) <= OFFERED_BYTES
+        {
+            self.keep_loaded(id, loaded);
+        }
+    }
+
+    fn keep_loaded(&mut self, id: DeliveryId, loaded: Loaded) {
+        self.loaded_bytes += record_bytes(&loaded);
+        if let Some(old) = self.loaded.insert(id, loaded) {
+            self.loaded_bytes -= record_bytes(&old);
+        }
+    }
+
+    fn drop_loaded(&mut self, id: DeliveryId) {
+        if let Some(old) = self.loaded.remove(&id) {
+            self.loaded_bytes -= record_bytes(&old);
         }
     }
 
@@ -220,7 +265,7 @@ impl PendingQueue {
         if let Some(due) = self.effective.remove(&id) {
             self.waiting.remove(&(due, id));
         }
-        self.loaded.remove(&id);
+        self.drop_loaded(id);
     }
 
     /// Where the next page starts, when the window has run low and storage holds more.
@@ -258,6 +303,7 @@ impl PendingQueue {
         self.waiting.clear();
         self.effective.clear();
         self.loaded.clear();
+        self.loaded_bytes = 0;
         self.stored.retain(|id, _| keep(*id));
         self.total = self.stored.len();
         self.horizon = None;
@@ -271,6 +317,28 @@ mod tests {
 
     fn id(n: u128) -> DeliveryId {
         DeliveryId(Ulid(n))
+    }
+
+    /// Delivery `i`'s record, its event's payload `payload_bytes` long.
+    fn record_sized(i: u128, payload_bytes: usize) -> Loaded {
+        let d: crate::model::Delivery = serde_json::from_value(serde_json::json!({
+            "id": id(i), "endpoint_id": crate::model::EndpointId::new(),
+            "event_key": crate::model::EventKey::new(), "event_id": "e", "event_type": "t",
+            "tenant": "t", "status": "pending", "attempts": 0, "retries_used": 0,
+            "next_attempt_at": 1, "created_at": 1, "updated_at": 1
+        }))
+        .unwrap();
+        let filler = "x".repeat(payload_bytes.saturating_sub(8));
+        let e: crate::model::Event = serde_json::from_value(serde_json::json!({
+            "key": d.event_key, "id": "e", "tenant": "t", "type": "t", "received_at": 1,
+            "deliveries": [], "payload": {"x": filler}
+        }))
+        .unwrap();
+        (d, std::sync::Arc::new(e))
+    }
+
+    fn record(i: u128) -> Loaded {
+        record_sized(i, 16)
     }
 
     #[test]
@@ -325,21 +393,6 @@ mod tests {
         assert!(q.start_first().is_none(), "not read yet");
         assert_eq!(q.to_read_ahead(3, 10), vec![id(1)]);
         assert_eq!(q.to_read_ahead(9, 10), vec![id(1), id(2)]);
-        let record = |i| {
-            let d: crate::model::Delivery = serde_json::from_value(serde_json::json!({
-                "id": id(i), "endpoint_id": crate::model::EndpointId::new(),
-                "event_key": crate::model::EventKey::new(), "event_id": "e", "event_type": "t",
-                "tenant": "t", "status": "pending", "attempts": 0, "retries_used": 0,
-                "next_attempt_at": 1, "created_at": 1, "updated_at": 1
-            }))
-            .unwrap();
-            let e: crate::model::Event = serde_json::from_value(serde_json::json!({
-                "key": d.event_key, "id": "e", "tenant": "t", "type": "t", "received_at": 1,
-                "deliveries": [], "payload": {}
-            }))
-            .unwrap();
-            (d, std::sync::Arc::new(e))
-        };
         q.put_loaded(id(2), record(2));
         assert_eq!(q.to_read_ahead(9, 1), vec![id(1)]);
         assert_eq!(
@@ -356,6 +409,39 @@ mod tests {
         let started: Vec<DeliveryId> =
             std::iter::from_fn(|| q.start_first().map(|(i, _)| i)).collect();
         assert_eq!(started, vec![id(3), id(1), id(2)]);
+    }
+
+    #[test]
+    fn records_handed_over_by_ingest_are_kept_within_a_budget() {
+        let mut q = PendingQueue::new(0, vec![]);
+        let big = OFFERED_BYTES / 4;
+        for i in 1..=6 {
+            q.push_new(id(i), i as i64);
+            q.offer_loaded(id(i), record_sized(i, big));
+        }
+        // A delivery not waiting in memory (paged out) keeps no record.
+        q.offer_loaded(id(99), record(99));
+        let kept = q.loaded_len();
+        assert!(
+            (1..=3).contains(&kept),
+            "kept {kept} of 6 quarter-budget records"
+        );
+        assert!(q.loaded_bytes <= OFFERED_BYTES);
+        // The kept ones start without a read; the rest are read back when their turn comes.
+        let started: Vec<DeliveryId> =
+            std::iter::from_fn(|| q.start_first().map(|(i, _)| i)).collect();
+        assert_eq!(started.len(), kept);
+        assert_eq!(q.loaded_bytes, 0, "taking a record gives its bytes back");
+        assert_eq!(q.to_read_ahead(10, 16).len(), 6 - kept);
+        // Once the budget is free again, new ones are kept.
+        q.push_new(id(7), 0);
+        q.offer_loaded(id(7), record(7));
+        assert_eq!(q.start_first().map(|(i, _)| i), Some(id(7)));
+        // Removal and eviction give the bytes back too.
+        q.push_new(id(8), 0);
+        q.offer_loaded(id(8), record_sized(8, big));
+        q.remove(id(8));
+        assert_eq!(q.loaded_bytes, 0);
     }
 
     #[test]

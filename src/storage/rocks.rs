@@ -54,7 +54,7 @@ pub type Loaded = (Delivery, Arc<Event>);
 
 struct CommitJob {
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<IngestOutcome>, StorageError>>,
+    reply: oneshot::Sender<Result<Vec<(IngestOutcome, NewEvent)>, StorageError>>,
 }
 
 impl From<rocksdb::Error> for StorageError {
@@ -136,8 +136,12 @@ impl Store {
     }
 
     /// Stores events durably, sharing one write (and one fsync) with concurrent callers.
-    /// Resolves only once the write is in the WAL (fsync'd when `storage.sync`).
-    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StorageError> {
+    /// Resolves only once the write is in the WAL (fsync'd when `storage.sync`), with each
+    /// event handed back beside what became of it, in order.
+    pub async fn ingest(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<(IngestOutcome, NewEvent)>, StorageError> {
         let (reply, rx) = oneshot::channel();
         self.commits
             .send(CommitJob { events, reply })
@@ -763,7 +767,9 @@ fn commit_loop(
         match outcome {
             Ok(per_job) => {
                 for (job, outcomes) in jobs.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(outcomes));
+                    let _ = job
+                        .reply
+                        .send(Ok(outcomes.into_iter().zip(job.events).collect()));
                 }
             }
             Err(StorageError::DiskFull { path, free, min }) => {

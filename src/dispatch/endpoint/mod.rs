@@ -2,9 +2,11 @@
 //!
 //! Invariants:
 //! - the [`PendingQueue`] holds the endpoint's pending deliveries (a window of them in memory,
-//!   the rest paged out in storage); one in memory is either waiting there or in `in_flight`;
-//! - at most `max_concurrency` deliveries are in flight; a delivery stays in flight until its
-//!   attempt result is written, so two writes for one delivery never race;
+//!   the rest paged out in storage); one in memory is either waiting there or `unsettled`;
+//! - at most `max_concurrency` attempts are out to the receiver at once. A delivery stays
+//!   unsettled from its start until its attempt result is written, so it is never started twice
+//!   and two writes for one delivery never race; its request slot is free as soon as the
+//!   response is in, so storing results never holds the receiver's concurrency back;
 //! - paused: nothing starts; resume makes every waiting delivery due now (the backlog drains);
 //! - failing (circuit open, see [`circuit`]): nothing starts but one probe at a time, once
 //!   attempts started before the circuit opened are back. Deliveries waiting meanwhile are
@@ -13,11 +15,12 @@
 //! - test sends are outside the queue: they never wait, never count against `max_concurrency`
 //!   and are stored only once they have their outcome.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use rustc_hash::FxHashMap;
 
 use super::circuit;
 use super::queue::PendingQueue;
@@ -47,7 +50,11 @@ pub struct EndpointActor {
     settings: EndpointSettings,
     shared: Arc<Shared>,
     queue: PendingQueue,
-    in_flight: HashMap<DeliveryId, AttemptKind>,
+    /// Started and not yet settled: their attempt is out or its result is being stored.
+    unsettled: FxHashMap<DeliveryId, AttemptKind>,
+    /// Requests out to the receiver (≤ `max_concurrency`); a slot is free again once the
+    /// response is in, while its result is still being stored.
+    sending: usize,
     /// A read-ahead of waiting deliveries' records is under way.
     reading_ahead: bool,
     /// Test sends awaiting their outcome; shutdown waits for them too.
@@ -93,7 +100,8 @@ impl EndpointActor {
             settings,
             shared,
             queue,
-            in_flight: HashMap::new(),
+            unsettled: FxHashMap::default(),
+            sending: 0,
             reading_ahead: false,
             tests_in_flight: 0,
             stats,
@@ -138,7 +146,7 @@ impl EndpointActor {
 
     fn publish_gauges(&self) {
         self.metrics.queue_depth.set(self.queue.total() as i64);
-        self.metrics.in_flight.set(self.in_flight.len() as i64);
+        self.metrics.in_flight.set(self.sending as i64);
     }
 
     /// Delivery ids are ULIDs stamped at creation, so the smallest pending one is the oldest.
@@ -155,7 +163,7 @@ impl EndpointActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.publish_gauges();
         if self.draining
-            && self.in_flight.is_empty()
+            && self.unsettled.is_empty()
             && self.tests_in_flight == 0
             && !self.stats_writing
         {
@@ -170,15 +178,9 @@ impl EndpointActor {
         self.page_in(ctx);
         let now = now_millis();
         let (mut room, not_before, kind) = match self.next_probe_at.filter(|_| self.failing()) {
-            Some(at) => (
-                usize::from(self.in_flight.is_empty()),
-                at,
-                AttemptKind::Probe,
-            ),
+            Some(at) => (usize::from(self.sending == 0), at, AttemptKind::Probe),
             None => (
-                self.settings
-                    .max_concurrency
-                    .saturating_sub(self.in_flight.len()),
+                self.settings.max_concurrency.saturating_sub(self.sending),
                 UnixMillis::MIN,
                 AttemptKind::Scheduled,
             ),
@@ -198,8 +200,11 @@ impl EndpointActor {
                 _ => break,
             }
         }
-        // Read the next ones while these are out.
-        if room == 0 && self.queue.waiting_len() > 0 {
+        // Read the next ones while these are out, unless enough are read already.
+        if room == 0
+            && self.queue.waiting_len() > 0
+            && self.queue.loaded_len() < self.read_ahead_limit()
+        {
             self.read_ahead(ctx, now);
         }
         match self.queue.first() {
@@ -212,13 +217,16 @@ impl EndpointActor {
         }
     }
 
+    fn read_ahead_limit(&self) -> usize {
+        (2 * self.settings.max_concurrency).clamp(16, READ_AHEAD)
+    }
+
     /// Reads the records of the next due deliveries in one storage call.
     fn read_ahead(&mut self, ctx: &mut Context<Self>, now: UnixMillis) {
         if self.reading_ahead {
             return;
         }
-        let limit = (2 * self.settings.max_concurrency).clamp(16, READ_AHEAD);
-        let ids = self.queue.to_read_ahead(now, limit);
+        let ids = self.queue.to_read_ahead(now, self.read_ahead_limit());
         if ids.is_empty() {
             return;
         }
@@ -271,10 +279,10 @@ impl EndpointActor {
         ctx.spawn(read.into_actor(self).map(|page, act, ctx| {
             match page {
                 Ok((entries, complete)) => {
-                    let in_flight = &act.in_flight;
+                    let unsettled = &act.unsettled;
                     let entries = entries
                         .into_iter()
-                        .filter(|(_, id)| !in_flight.contains_key(id))
+                        .filter(|(_, id)| !unsettled.contains_key(id))
                         .collect();
                     act.queue.page_read(entries, complete);
                     act.after_change(ctx);
@@ -315,7 +323,8 @@ impl EndpointActor {
         (delivery, event): Loaded,
         kind: AttemptKind,
     ) {
-        self.in_flight.insert(id, kind);
+        self.unsettled.insert(id, kind);
+        self.sending += 1;
         let shared = self.shared.clone();
         let endpoint = self.endpoint.clone();
         let settings = self.settings.clone();
@@ -341,8 +350,9 @@ impl EndpointActor {
         report: AttemptReport,
         at: UnixMillis,
     ) {
+        self.sending -= 1;
         let kind = self
-            .in_flight
+            .unsettled
             .get(&id)
             .copied()
             .unwrap_or(AttemptKind::Scheduled);
@@ -425,7 +435,7 @@ impl EndpointActor {
                     old_due
                 }
             };
-            act.in_flight.remove(&id);
+            act.unsettled.remove(&id);
             match (status, next) {
                 (DeliveryStatus::Pending, Some(next)) => {
                     act.queue.reschedule(id, next, stored.unwrap_or(next))
@@ -434,6 +444,8 @@ impl EndpointActor {
             }
             act.after_change(ctx);
         }));
+        // Its request slot is free: the next delivery need not wait for this write.
+        self.after_change(ctx);
     }
 
     /// Counts one attempt in the metrics and stats; opens the circuit after
@@ -530,7 +542,7 @@ impl EndpointActor {
 
     fn after_change(&mut self, ctx: &mut Context<Self>) {
         if self.deleting {
-            if !self.cancelling && self.in_flight.is_empty() {
+            if !self.cancelling && self.unsettled.is_empty() {
                 ctx.stop();
             }
         } else {
@@ -542,7 +554,7 @@ impl EndpointActor {
     /// deleted); those in flight are cancelled when their results come back.
     fn cancel_rest(&mut self, ctx: &mut Context<Self>) {
         self.cancelling = true;
-        let in_flight: HashSet<DeliveryId> = self.in_flight.keys().copied().collect();
+        let in_flight: HashSet<DeliveryId> = self.unsettled.keys().copied().collect();
         self.queue.clear_except(|id| in_flight.contains(&id));
         let (store, endpoint) = (self.shared.store.clone(), self.endpoint.id);
         let write = async move {
@@ -629,10 +641,17 @@ impl Actor for EndpointActor {
     }
 }
 
-/// New deliveries for this endpoint, just stored by ingest: (due, id).
+/// New deliveries for this endpoint, just stored by ingest, with their events.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Enqueue(pub Vec<(UnixMillis, DeliveryId)>);
+pub struct Enqueue(pub Vec<Loaded>);
+
+impl Enqueue {
+    /// Where a new delivery's `due` entry is stored.
+    pub fn due(delivery: &Delivery) -> UnixMillis {
+        delivery.next_attempt_at.unwrap_or(delivery.created_at)
+    }
+}
 
 impl Handler<Enqueue> for EndpointActor {
     type Result = ();
@@ -641,7 +660,11 @@ impl Handler<Enqueue> for EndpointActor {
         if self.deleting {
             // Routed here just before the delete: cancel them like the rest.
             let store = self.shared.store.clone();
-            let entries: Vec<_> = msg.0.into_iter().map(|(due, id)| (id, Some(due))).collect();
+            let entries: Vec<_> = msg
+                .0
+                .iter()
+                .map(|(d, _)| (d.id, Some(Enqueue::due(d))))
+                .collect();
             self.cancelling = true;
             let write = async move { store.call(move |s| s.cancel_deliveries(&entries)).await };
             ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
@@ -653,8 +676,10 @@ impl Handler<Enqueue> for EndpointActor {
             }));
             return;
         }
-        for (due, id) in msg.0 {
-            self.queue.push_new(id, due);
+        for loaded in msg.0 {
+            let id = loaded.0.id;
+            self.queue.push_new(id, Enqueue::due(&loaded.0));
+            self.queue.offer_loaded(id, loaded);
         }
         self.after_change(ctx);
     }
@@ -719,7 +744,7 @@ impl Handler<RetryDelivery> for EndpointActor {
     fn handle(&mut self, msg: RetryDelivery, _: &mut Context<Self>) -> Self::Result {
         let id = msg.0;
         let now = now_millis();
-        if self.in_flight.contains_key(&id) {
+        if self.unsettled.contains_key(&id) {
             return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
         }
         if self.queue.bring_forward(id, now) {
@@ -760,7 +785,7 @@ impl Handler<RetryDelivery> for EndpointActor {
             let (outcome, stored) = r?;
             if let Some(stored) = stored {
                 let counted = outcome == RetryOutcome::BroughtForward;
-                if !act.queue.bring_forward(id, now) && !act.in_flight.contains_key(&id) {
+                if !act.queue.bring_forward(id, now) && !act.unsettled.contains_key(&id) {
                     act.queue.requeue(id, now, stored, counted);
                 }
                 act.cancel_timer(ctx);

@@ -31,7 +31,7 @@ impl Handler<GetStats> for EndpointActor {
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(StatsSnapshot {
             pending: self.queue.total(),
-            in_flight: self.in_flight.len() + self.tests_in_flight,
+            in_flight: self.sending + self.tests_in_flight,
             state: self.state(),
             stats: self.stats.clone(),
             next_probe_at: self.next_probe_at.filter(|_| self.failing()),
