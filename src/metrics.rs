@@ -72,7 +72,7 @@ impl Metrics {
             .expect("unique metric");
         let storage_commits = IntCounter::new(
             "hookd_storage_commits_total",
-            "Ingest writes to RocksDB (each one write and, with storage.sync, one fsync).",
+            "Group commits of ingested events: with storage.sync, one WAL fsync acknowledging every event written since the one before; without, one write.",
         )
         .expect("valid metric");
         registry
@@ -80,7 +80,7 @@ impl Metrics {
             .expect("unique metric");
         let storage_committed_events = IntCounter::new(
             "hookd_storage_committed_events_total",
-            "Events stored by those writes; the ratio to commits is the group-commit batch size.",
+            "Events acknowledged by those commits; the ratio to commits is the group-commit batch size.",
         )
         .expect("valid metric");
         registry

@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - an event, its idempotency key, its deliveries and their due entries are written in one
-//!   `WriteBatch`, fsync'd when `storage.sync`, before ingest is acknowledged; concurrent ingests
-//!   share one write and one fsync ([`Store::ingest`], group commit);
+//!   `WriteBatch`, and with `storage.sync` the WAL is fsync'd after that write, before ingest is
+//!   acknowledged; concurrent ingests share one write, and the groups written during one fsync
+//!   share the next ([`Store::ingest`], group commit);
 //! - a delivery is pending exactly when it has one entry in `due`; a final status removes it;
 //! - attempt results are written without fsync, by one results writer that folds every result
 //!   queued meanwhile into one write ([`Store::write_results`]): a crash may forget the last

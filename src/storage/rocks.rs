@@ -32,7 +32,6 @@ pub struct Store {
     commits: crossbeam_channel::Sender<CommitJob>,
     /// Attempt results for the results writer, which folds all that are queued into one write.
     results: crossbeam_channel::Sender<ResultsJob>,
-    sync: bool,
 }
 
 /// A delivery's new state for [`Store::write_results`]: the attempt that led to it, if any,
@@ -46,6 +45,7 @@ pub struct DeliveryUpdate {
 
 struct ResultsJob {
     updates: Vec<DeliveryUpdate>,
+    stats: Option<(EndpointId, EndpointStats)>,
     reply: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -119,7 +119,6 @@ impl Store {
             db,
             commits,
             results,
-            sync,
         })
     }
 
@@ -310,12 +309,21 @@ impl Store {
             .collect())
     }
 
-    /// Stores attempt results without fsync, in one write with whatever other endpoints
-    /// queued meanwhile. Resolves once written.
-    pub async fn write_results(&self, updates: Vec<DeliveryUpdate>) -> Result<(), StorageError> {
+    /// Stores attempt results (and an endpoint's stats as they stand after them) without
+    /// fsync, in one write with whatever other endpoints queued meanwhile. Resolves once
+    /// written. One writer, in the order of calls: stats written later are newer.
+    pub async fn write_results(
+        &self,
+        updates: Vec<DeliveryUpdate>,
+        stats: Option<(EndpointId, EndpointStats)>,
+    ) -> Result<(), StorageError> {
         let (reply, rx) = oneshot::channel();
         self.results
-            .send(ResultsJob { updates, reply })
+            .send(ResultsJob {
+                updates,
+                stats,
+                reply,
+            })
             .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
@@ -331,13 +339,6 @@ impl Store {
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         self.stage_delivery_update(&mut batch, delivery, attempt, old_due)?;
-        self.write(batch, false)
-    }
-
-    /// No fsync: after a crash the counts may miss the last few outcomes.
-    pub fn put_stats(&self, id: EndpointId, stats: &EndpointStats) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_ENDPOINT_STATS), endpoint_key(id), encode(stats)?);
         self.write(batch, false)
     }
 
@@ -694,25 +695,21 @@ fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, Stor
     })
 }
 
-/// The group-commit writer: takes every ingest request queued while the previous write was
-/// being fsync'd and stores them all with one write. Duplicate checks happen here, on the one
-/// thread that writes idempotency keys, so two concurrent requests with the same id cannot
-/// both be stored.
 /// A `Store` for a writer thread: it must not keep its own channel open.
-fn thread_store(db: Arc<DB>, sync: bool) -> Store {
+fn thread_store(db: Arc<DB>) -> Store {
     Store {
         db,
         commits: crossbeam_channel::bounded(0).0,
         results: crossbeam_channel::bounded(0).0,
-        sync,
     }
 }
 
-/// The results writer: every attempt result queued while the previous write ran goes into the
+/// The results writer: every attempt result (and endpoint stats; no fsync, so after a crash the
+/// counts may miss the last few outcomes) queued while the previous write ran goes into the
 /// next single write. One writer thread instead of one RocksDB writer per attempt keeps
 /// writers from queueing on RocksDB's write lock and the blocking pool out of the hot path.
 fn results_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<ResultsJob>) {
-    let store = thread_store(db, false);
+    let store = thread_store(db);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < 1024 {
@@ -722,9 +719,20 @@ fn results_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<ResultsJob>) {
             }
         }
         let mut batch = WriteBatch::default();
+        // Of several stats for one endpoint, the last queued is the newest.
+        let mut stats: HashMap<EndpointId, &EndpointStats> = HashMap::new();
         let staged: Result<(), StorageError> = jobs.iter().try_for_each(|job| {
+            if let Some((id, s)) = &job.stats {
+                stats.insert(*id, s);
+            }
             job.updates.iter().try_for_each(|u| {
                 store.stage_delivery_update(&mut batch, &u.delivery, u.attempt.as_ref(), u.old_due)
+            })
+        });
+        let staged = staged.and_then(|()| {
+            stats.into_iter().try_for_each(|(id, s)| {
+                batch.put_cf(store.cf(CF_ENDPOINT_STATS), endpoint_key(id), encode(s)?);
+                Ok(())
             })
         });
         let written = staged.and_then(|()| store.write(batch, false));
@@ -736,13 +744,39 @@ fn results_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<ResultsJob>) {
     }
 }
 
+/// The group-commit writer: takes every ingest request queued while the previous write ran and
+/// stores them all with one write. Duplicate checks happen here, on the one thread that writes
+/// idempotency keys, so two concurrent requests with the same id cannot both be stored.
+///
+/// With `storage.sync` the write itself is not fsync'd: the [`sync_loop`] thread fsyncs the WAL
+/// and only then acknowledges the requests, while this thread already writes the next group.
+/// The CPU work of one group and the fsync of the one before overlap, and no other writer
+/// (attempt results) waits behind an fsync for RocksDB's write lock.
 fn commit_loop(
     db: Arc<DB>,
     rx: crossbeam_channel::Receiver<CommitJob>,
     sync: bool,
     room: FreeSpace,
 ) {
-    let store = thread_store(db, sync);
+    let store = thread_store(db.clone());
+    let to_sync = if sync {
+        let (tx, sync_rx) = crossbeam_channel::unbounded();
+        let spawned = std::thread::Builder::new()
+            .name("hookd-wal-sync".into())
+            .spawn(move || sync_loop(db, sync_rx));
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the WAL sync thread; refusing new events");
+                for job in rx.iter() {
+                    let _ = job.reply.send(Err(StorageError::Closed));
+                }
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let mut was_full = false;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -763,13 +797,24 @@ fn commit_loop(
             _ => {}
         }
         was_full = full.is_err();
-        let outcome = full.and_then(|()| commit(&store, &jobs));
-        match outcome {
-            Ok(per_job) => {
-                for (job, outcomes) in jobs.into_iter().zip(per_job) {
-                    let _ = job
-                        .reply
-                        .send(Ok(outcomes.into_iter().zip(job.events).collect()));
+        match full.and_then(|()| commit(&store, &jobs)) {
+            Ok((outcomes, stored)) => {
+                let written = Written {
+                    jobs: jobs.into_iter().zip(outcomes).collect(),
+                    stored,
+                };
+                match &to_sync {
+                    Some(tx) => {
+                        if let Err(unsent) = tx.send(written) {
+                            for (job, _) in unsent.0.jobs {
+                                let _ = job.reply.send(Err(StorageError::Closed));
+                            }
+                        }
+                    }
+                    None => {
+                        METRICS.storage_commits.inc();
+                        written.acknowledge(Ok(()));
+                    }
                 }
             }
             Err(StorageError::DiskFull { path, free, min }) => {
@@ -790,6 +835,46 @@ fn commit_loop(
                 // loop of doomed writes from flooding the log.
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+    }
+}
+
+/// One group of ingest requests, written (not yet fsync'd), with each one's outcomes.
+struct Written {
+    jobs: Vec<(CommitJob, Vec<IngestOutcome>)>,
+    stored: u64,
+}
+
+impl Written {
+    /// Answers the requests once their write is durable (or failed to become so).
+    fn acknowledge(self, synced: Result<(), &StorageError>) {
+        if synced.is_ok() && self.stored > 0 {
+            METRICS.storage_committed_events.inc_by(self.stored);
+        }
+        for (job, outcomes) in self.jobs {
+            let reply = match synced {
+                Ok(()) => Ok(outcomes.into_iter().zip(job.events).collect()),
+                Err(e) => Err(shared_failure(e)),
+            };
+            let _ = job.reply.send(reply);
+        }
+    }
+}
+
+/// Fsyncs the WAL for every group written since the last fsync, then acknowledges them. A
+/// duplicate found against a write still being synced is answered after that sync too, since
+/// every group waits for an fsync that started after its own write.
+fn sync_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<Written>) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        groups.extend(rx.try_iter());
+        let synced = db.flush_wal(true).map_err(StorageError::from);
+        match &synced {
+            Ok(()) => METRICS.storage_commits.inc(),
+            Err(e) => tracing::error!(error = %e, "WAL fsync failed; ingest answers 503"),
+        }
+        for group in groups {
+            group.acknowledge(synced.as_ref().map(|_| ()));
         }
     }
 }
@@ -837,7 +922,12 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
-fn commit(store: &Store, jobs: &[CommitJob]) -> Result<Vec<Vec<IngestOutcome>>, StorageError> {
+/// Writes one group of ingest requests without fsync; returns each request's outcomes and how
+/// many events were stored.
+fn commit(
+    store: &Store,
+    jobs: &[CommitJob],
+) -> Result<(Vec<Vec<IngestOutcome>>, u64), StorageError> {
     let mut batch = WriteBatch::default();
     let mut in_batch: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut results = Vec::with_capacity(jobs.len());
@@ -876,11 +966,7 @@ fn commit(store: &Store, jobs: &[CommitJob]) -> Result<Vec<Vec<IngestOutcome>>, 
         results.push(outcomes);
     }
     if !batch.is_empty() {
-        store.write(batch, store.sync)?;
-        METRICS.storage_commits.inc();
-        METRICS
-            .storage_committed_events
-            .inc_by(in_batch.len() as u64);
+        store.write(batch, false)?;
     }
-    Ok(results)
+    Ok((results, in_batch.len() as u64))
 }

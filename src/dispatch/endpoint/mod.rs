@@ -414,16 +414,16 @@ impl EndpointActor {
         }
         let old_due = self.queue.stored_due(id);
         let store = self.shared.store.clone();
-        self.save_stats(ctx);
+        // The stats go with the result; a deleted endpoint's are not written back.
+        let stats = (!self.deleting).then(|| (self.endpoint.id, self.stats.clone()));
         let (status, next) = (delivery.status, delivery.next_attempt_at);
         let write = async move {
-            store
-                .write_results(vec![DeliveryUpdate {
-                    delivery,
-                    attempt: Some(attempt),
-                    old_due,
-                }])
-                .await
+            let update = DeliveryUpdate {
+                delivery,
+                attempt: Some(attempt),
+                old_due,
+            };
+            store.write_results(vec![update], stats).await
         };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
             // On a failed write the stored state still says pending at the old due time, so a
@@ -493,7 +493,8 @@ impl EndpointActor {
         circuit::probe_interval(self.stats.failed_probes, open_for)
     }
 
-    /// Stores the stats as they are now, after any write already under way.
+    /// Stores the stats as they are now, after any write already under way (for changes that
+    /// come without an attempt result to carry them).
     fn save_stats(&mut self, ctx: &mut Context<Self>) {
         if self.deleting {
             return;
@@ -509,7 +510,7 @@ impl EndpointActor {
             self.endpoint.id,
             self.stats.clone(),
         );
-        let write = async move { store.call(move |s| s.put_stats(id, &stats)).await };
+        let write = async move { store.write_results(Vec::new(), Some((id, stats))).await };
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             act.stats_writing = false;
             if let Err(e) = written {
