@@ -210,6 +210,17 @@ impl Hookd {
         ep["id"].as_str().unwrap().to_string()
     }
 
+    /// CPU time hookd has used so far (user + system), in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    }
+
     fn peak_rss_mb(&self) -> f64 {
         self.rss_mb("VmHWM:")
     }
@@ -371,11 +382,11 @@ struct Table {
 
 impl Table {
     fn row(&self, name: &str, v: f64) {
-        println!("{name:<52} {v:>12.0} {:>10.2}", v / self.baseline);
+        println!("{name:<64} {v:>12.0} {:>10.2}", v / self.baseline);
     }
 
     fn note(&self, name: &str, v: impl std::fmt::Display) {
-        println!("{name:<52} {v:>12}");
+        println!("{name:<64} {v:>12}");
     }
 }
 
@@ -427,7 +438,7 @@ fn main() {
         secs.as_secs(),
         PAYLOAD.len()
     );
-    println!("{:<52} {:>12} {:>10}", "figure", "value", "× baseline");
+    println!("{:<64} {:>12} {:>10}", "figure", "value", "× baseline");
     let table = Table { baseline };
     table.row("loopback baseline: client → receiver, req/s", baseline);
 
@@ -630,6 +641,7 @@ fn main() {
         ] {
             h.endpoint(tenant, &rx_url, Some(64));
             rx.received.store(0, Ordering::Relaxed);
+            let cpu0 = h.cpu_secs();
             let start = Instant::now();
             let gate = Gate {
                 received: rx.clone(),
@@ -639,13 +651,18 @@ fn main() {
             };
             let ingest = per_request as f64
                 * rt.block_on(hammer(url, connections, secs, body, ok, Some(gate)));
-            let delivered =
-                rx.received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+            let received = rx.received.load(Ordering::Relaxed);
+            let delivered = received as f64 / start.elapsed().as_secs_f64();
+            let cpu_us = (h.cpu_secs() - cpu0) * 1e6 / received as f64;
             table.row(
                 &format!("end to end, sustained, {label}, delivered/s"),
                 delivered,
             );
             table.row("  … ingested, events/s", ingest);
+            table.note(
+                "  … hookd CPU per delivered event, µs",
+                format!("{cpu_us:.0}"),
+            );
             wait_drained(&h, Duration::from_secs(60));
         }
     }

@@ -115,7 +115,7 @@ impl Metrics {
             in_flight: gauge(
                 &registry,
                 "hookd_in_flight",
-                "Attempts in flight.",
+                "Attempts out to the receiver (at most max_concurrency).",
                 &["endpoint"],
             ),
             endpoint_state: gauge(
