@@ -347,6 +347,78 @@ fn batch_body(tenant: &'static str) -> Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>
     })
 }
 
+/// How a phase hands events to hookd.
+struct Load {
+    tenant: &'static str,
+    url: String,
+    connections: usize,
+    body: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+    ok_status: u16,
+    events_per_request: u64,
+}
+
+impl Load {
+    fn single(h: &Hookd, tenant: &'static str) -> Load {
+        Load {
+            tenant,
+            url: format!("{}/v1/events", h.base),
+            connections: CONNECTIONS,
+            body: event_body(tenant),
+            ok_status: 202,
+            events_per_request: 1,
+        }
+    }
+
+    fn batches(h: &Hookd, tenant: &'static str) -> Load {
+        Load {
+            tenant,
+            url: format!("{}/v1/events/batch", h.base),
+            connections: 4,
+            body: batch_body(tenant),
+            ok_status: 200,
+            events_per_request: BATCH as u64,
+        }
+    }
+}
+
+struct Throughput {
+    delivered: f64,
+    ingested: f64,
+    cpu_us_per_event: f64,
+}
+
+/// Gives the load's tenant an active endpoint at the receiver, runs `load` for `secs` and measures
+/// what came out at the receiver meanwhile; then waits for the rest to drain.
+fn through(
+    h: &Hookd,
+    rt: &tokio::runtime::Runtime,
+    (rx_url, rx): (&str, &Arc<ReceiverState>),
+    secs: Duration,
+    load: Load,
+    gate: Option<Gate>,
+) -> Throughput {
+    h.endpoint(load.tenant, rx_url, Some(64));
+    rx.received.store(0, Ordering::Relaxed);
+    let cpu0 = h.cpu_secs();
+    let start = Instant::now();
+    let requests = rt.block_on(hammer(
+        load.url,
+        load.connections,
+        secs,
+        load.body,
+        load.ok_status,
+        gate,
+    ));
+    let received = rx.received.load(Ordering::Relaxed);
+    let run = Throughput {
+        delivered: received as f64 / start.elapsed().as_secs_f64(),
+        ingested: requests * load.events_per_request as f64,
+        cpu_us_per_event: (h.cpu_secs() - cpu0) * 1e6 / received.max(1) as f64,
+    };
+    wait_drained(h, Duration::from_secs(60));
+    run
+}
+
 /// Waits until no endpoint has anything pending, so one phase's backlog does not load the next.
 fn wait_drained(h: &Hookd, within: Duration) {
     let deadline = Instant::now() + within;
@@ -442,6 +514,7 @@ fn main() {
     let table = Table { baseline };
     table.row("loopback baseline: client → receiver, req/s", baseline);
 
+    let receiver = (rx_url.as_str(), &rx);
     let h = Hookd::start();
     if on("ingest") {
         // Ingest only: the tenant's endpoint is paused, so every event stores one delivery.
@@ -519,30 +592,16 @@ fn main() {
 
     // End to end, open loop: single-event ingest at 64 connections as fast as hookd answers,
     // while it delivers to an active endpoint; delivered/s counted at the receiver over the
-    // same window. Ingest outruns delivery here, so this is delivery under an ingest overload.
+    // same window.
     if on("e2e") {
-        h.endpoint("e2e", &rx_url, Some(64));
-        rx.received.store(0, Ordering::Relaxed);
-        let start = Instant::now();
-        let ingest = rt.block_on(hammer(
-            format!("{}/v1/events", h.base),
-            CONNECTIONS,
-            secs,
-            event_body("e2e"),
-            202,
-            None,
-        ));
-        let delivered = rx.received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-        table.row("end to end, open loop, delivered/s", delivered);
-        table.row("  … while ingesting single events, events/s", ingest);
-        wait_drained(&h, Duration::from_secs(60));
+        let run = through(&h, &rt, receiver, secs, Load::single(&h, "e2e"), None);
+        table.row("end to end, open loop, delivered/s", run.delivered);
+        table.row("  … while ingesting single events, events/s", run.ingested);
     }
 
-    // The same with the engine handing events over in batches of 100 at 4 connections.
+    // The same with the engine handing events over in batches of 100 at 4 connections: ingest
+    // outruns delivery, and the rest piles up as backlog.
     if on("e2e-batch") {
-        h.endpoint("e2e-batch", &rx_url, Some(64));
-        rx.received.store(0, Ordering::Relaxed);
-        let start = Instant::now();
         if debug {
             let (base, rx) = (h.base.clone(), rx.clone());
             std::thread::spawn(move || {
@@ -565,53 +624,37 @@ fn main() {
                 }
             });
         }
-        let ingest = BATCH as f64
-            * rt.block_on(hammer(
-                format!("{}/v1/events/batch", h.base),
-                4,
-                secs,
-                batch_body("e2e-batch"),
-                200,
-                None,
-            ));
-        let delivered = rx.received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        let load = Load::batches(&h, "e2e-batch");
+        let run = through(&h, &rt, receiver, secs, load, None);
         table.row(
             "end to end, open loop, batch ingest, delivered/s",
-            delivered,
+            run.delivered,
         );
-        table.row("  … while ingesting in batches, events/s", ingest);
-        wait_drained(&h, Duration::from_secs(60));
+        table.row("  … while ingesting in batches, events/s", run.ingested);
     }
 
     // The first again with the events spread over 8 tenants, one endpoint each: the
     // endpoints' actors share the work over the cores instead of one actor doing it all.
     if on("spread") {
-        for t in 0..SPREAD {
-            h.endpoint(&format!("spread{t}"), &rx_url, None);
+        for t in 1..SPREAD {
+            h.endpoint(&format!("spread{t}"), &rx_url, Some(64));
         }
-        rx.received.store(0, Ordering::Relaxed);
-        let start = Instant::now();
-        let ingest = rt.block_on(hammer(
-            format!("{}/v1/events", h.base),
-            CONNECTIONS,
-            secs,
-            Arc::new(|n| {
+        let load = Load {
+            body: Arc::new(|n| {
                 format!(
                     r#"{{"id":"s{n}","tenant":"spread{}","type":"fraud_detected","payload":{PAYLOAD}}}"#,
                     n % SPREAD
                 )
                 .into_bytes()
             }),
-            202,
-            None,
-        ));
-        let delivered = rx.received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+            ..Load::single(&h, "spread0")
+        };
+        let run = through(&h, &rt, receiver, secs, load, None);
         table.row(
             &format!("end to end, open loop, {SPREAD} endpoints, delivered/s"),
-            delivered,
+            run.delivered,
         );
-        table.row("  … while ingesting single events, events/s", ingest);
-        wait_drained(&h, Duration::from_secs(60));
+        table.row("  … while ingesting single events, events/s", run.ingested);
     }
 
     // End to end, sustained: the engine sends as fast as hookd carries events through to the
@@ -619,51 +662,32 @@ fn main() {
     // delivery run at one rate and no backlog builds. This is the throughput of the whole
     // path: engine → hookd (fsync'd) → receiver.
     if on("sustained") {
-        for (label, tenant, url, connections, body, ok, per_request) in [
+        for (label, load) in [
             (
                 "single events, 64 connections",
-                "sus-single",
-                format!("{}/v1/events", h.base),
-                CONNECTIONS,
-                event_body("sus-single"),
-                202,
-                1,
+                Load::single(&h, "sus-single"),
             ),
             (
                 "batches of 100, 4 connections",
-                "sus-batch",
-                format!("{}/v1/events/batch", h.base),
-                4,
-                batch_body("sus-batch"),
-                200,
-                BATCH as u64,
+                Load::batches(&h, "sus-batch"),
             ),
         ] {
-            h.endpoint(tenant, &rx_url, Some(64));
-            rx.received.store(0, Ordering::Relaxed);
-            let cpu0 = h.cpu_secs();
-            let start = Instant::now();
             let gate = Gate {
                 received: rx.clone(),
                 window: SUSTAINED_WINDOW,
-                per_request,
+                per_request: load.events_per_request,
                 sent: Arc::new(AtomicU64::new(0)),
             };
-            let ingest = per_request as f64
-                * rt.block_on(hammer(url, connections, secs, body, ok, Some(gate)));
-            let received = rx.received.load(Ordering::Relaxed);
-            let delivered = received as f64 / start.elapsed().as_secs_f64();
-            let cpu_us = (h.cpu_secs() - cpu0) * 1e6 / received as f64;
+            let run = through(&h, &rt, receiver, secs, load, Some(gate));
             table.row(
                 &format!("end to end, sustained, {label}, delivered/s"),
-                delivered,
+                run.delivered,
             );
-            table.row("  … ingested, events/s", ingest);
+            table.row("  … ingested, events/s", run.ingested);
             table.note(
                 "  … hookd CPU per delivered event, µs",
-                format!("{cpu_us:.0}"),
+                format!("{:.0}", run.cpu_us_per_event),
             );
-            wait_drained(&h, Duration::from_secs(60));
         }
     }
 
