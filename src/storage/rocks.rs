@@ -695,6 +695,13 @@ fn decode<T: DeserializeOwned>(cf: &'static str, bytes: &[u8]) -> Result<T, Stor
     })
 }
 
+/// RocksDB counts every key comparison in a thread-local perf context unless told not to; on
+/// the writer threads, which insert every key, that bookkeeping is a measurable share of the
+/// memtable work and nobody reads it.
+fn skip_perf_counters() {
+    rocksdb::perf::set_perf_stats(rocksdb::perf::PerfStatsLevel::Disable);
+}
+
 /// A `Store` for a writer thread: it must not keep its own channel open.
 fn thread_store(db: Arc<DB>) -> Store {
     Store {
@@ -709,6 +716,7 @@ fn thread_store(db: Arc<DB>) -> Store {
 /// next single write. One writer thread instead of one RocksDB writer per attempt keeps
 /// writers from queueing on RocksDB's write lock and the blocking pool out of the hot path.
 fn results_loop(db: Arc<DB>, rx: crossbeam_channel::Receiver<ResultsJob>) {
+    skip_perf_counters();
     let store = thread_store(db);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -758,6 +766,7 @@ fn commit_loop(
     sync: bool,
     room: FreeSpace,
 ) {
+    skip_perf_counters();
     let store = thread_store(db.clone());
     let to_sync = if sync {
         let (tx, sync_rx) = crossbeam_channel::unbounded();
