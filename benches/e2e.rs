@@ -24,6 +24,8 @@ const BATCH: usize = 100;
 const LATENCY_RATE: u64 = 500;
 const BACKLOG_EVENTS: usize = 200_000;
 const SPREAD: u64 = 8;
+/// The pause between phases for RocksDB's background work.
+const SETTLE: Duration = Duration::from_secs(5);
 /// Most events ingested but not yet received in the sustained phase.
 const SUSTAINED_WINDOW: u64 = 10_000;
 
@@ -416,6 +418,9 @@ fn through(
         cpu_us_per_event: (h.cpu_secs() - cpu0) * 1e6 / received.max(1) as f64,
     };
     wait_drained(h, Duration::from_secs(60));
+    // Let RocksDB finish flushing and compacting what this phase wrote, so that work is not
+    // counted against the next one.
+    std::thread::sleep(SETTLE);
     run
 }
 
@@ -587,7 +592,7 @@ fn main() {
         // RocksDB compacts what the phases above wrote; let it settle so it does not load
         // the next phase.
         wait_drained(&h, Duration::from_secs(60));
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(SETTLE);
     }
 
     // End to end, open loop: single-event ingest at 64 connections as fast as hookd answers,
