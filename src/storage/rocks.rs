@@ -310,22 +310,27 @@ impl Store {
     }
 
     /// Stores attempt results (and an endpoint's stats as they stand after them) without
-    /// fsync, in one write with whatever other endpoints queued meanwhile. Resolves once
-    /// written. One writer, in the order of calls: stats written later are newer.
-    pub async fn write_results(
+    /// fsync, in one write with whatever other endpoints queued meanwhile; the returned future
+    /// resolves once written. The job is queued by this call, not when the future is first
+    /// polled: one writer takes jobs in the order of calls, so stats written later are newer.
+    pub fn write_results(
         &self,
         updates: Vec<DeliveryUpdate>,
         stats: Option<(EndpointId, EndpointStats)>,
-    ) -> Result<(), StorageError> {
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        self.results
+        let queued = self
+            .results
             .send(ResultsJob {
                 updates,
                 stats,
                 reply,
             })
-            .map_err(|_| StorageError::Closed)?;
-        rx.await.map_err(|_| StorageError::Closed)?
+            .map_err(|_| StorageError::Closed);
+        async move {
+            queued?;
+            rx.await.map_err(|_| StorageError::Closed)?
+        }
     }
 
     /// Writes a delivery's new state (and the attempt that led to it, if any), moving its due

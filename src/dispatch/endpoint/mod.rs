@@ -413,18 +413,16 @@ impl EndpointActor {
             ),
         }
         let old_due = self.queue.stored_due(id);
-        let store = self.shared.store.clone();
         // The stats go with the result; a deleted endpoint's are not written back.
         let stats = (!self.deleting).then(|| (self.endpoint.id, self.stats.clone()));
         let (status, next) = (delivery.status, delivery.next_attempt_at);
-        let write = async move {
-            let update = DeliveryUpdate {
-                delivery,
-                attempt: Some(attempt),
-                old_due,
-            };
-            store.write_results(vec![update], stats).await
+        let update = DeliveryUpdate {
+            delivery,
+            attempt: Some(attempt),
+            old_due,
         };
+        // Queued now, so the stats it carries are stored after those queued before.
+        let write = self.shared.store.write_results(vec![update], stats);
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
             // On a failed write the stored state still says pending at the old due time, so a
             // restart retries it; in this process it goes on as computed.
@@ -505,12 +503,8 @@ impl EndpointActor {
         }
         self.stats_writing = true;
         self.stats_dirty = false;
-        let (store, id, stats) = (
-            self.shared.store.clone(),
-            self.endpoint.id,
-            self.stats.clone(),
-        );
-        let write = async move { store.write_results(Vec::new(), Some((id, stats))).await };
+        let stats = Some((self.endpoint.id, self.stats.clone()));
+        let write = self.shared.store.write_results(Vec::new(), stats);
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             act.stats_writing = false;
             if let Err(e) = written {
