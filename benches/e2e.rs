@@ -168,9 +168,12 @@ impl Hookd {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("hookd started");
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            // Not left running when the bench stops here.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookd did not report its address within 30 s");
+        };
         let h = Hookd {
             child,
             base: format!("http://{addr}"),

@@ -93,9 +93,12 @@ impl Hookd {
                 logs.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("hookd did not start: {:?}", self.logs.lock().unwrap()));
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            // Not left running when the test fails here.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookd did not start: {:?}", self.logs.lock().unwrap());
+        };
         self.base = format!("http://{addr}");
         self.child = Some(child);
         wait_until(Duration::from_secs(30), "hookd ready", || {
