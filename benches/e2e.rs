@@ -249,6 +249,15 @@ impl Drop for Hookd {
     }
 }
 
+/// A JSON POST as the engine makes it.
+fn post_json(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .bearer_auth(ADMIN)
+        .header("Content-Type", "application/json")
+        .body(body)
+}
+
 /// Holds the clients back while `window` or more of the events they sent are not yet received.
 struct Gate {
     received: Arc<ReceiverState>,
@@ -304,13 +313,7 @@ async fn hammer(
                     gate.pass().await;
                 }
                 let n = seq.fetch_add(1, Ordering::Relaxed);
-                let resp = client
-                    .post(&url)
-                    .bearer_auth(ADMIN)
-                    .header("Content-Type", "application/json")
-                    .body(body(n))
-                    .send()
-                    .await;
+                let resp = post_json(&client, &url, body(n)).send().await;
                 match resp {
                     Ok(r) if r.status().as_u16() == ok_status => {
                         let _ = r.bytes().await;
@@ -719,11 +722,7 @@ fn main() {
                 );
                 let (client, url) = (client.clone(), lat_url.clone());
                 tasks.push(tokio::spawn(async move {
-                    let r = client
-                        .post(url)
-                        .bearer_auth(ADMIN)
-                        .header("Content-Type", "application/json")
-                        .body(body)
+                    let r = post_json(&client, &url, body.into_bytes())
                         .send()
                         .await
                         .unwrap();
@@ -780,14 +779,7 @@ fn main() {
                             if n >= (BACKLOG_EVENTS / BATCH) as u64 {
                                 break;
                             }
-                            let r = client
-                                .post(&url)
-                                .bearer_auth(ADMIN)
-                                .header("Content-Type", "application/json")
-                                .body(body(n))
-                                .send()
-                                .await
-                                .unwrap();
+                            let r = post_json(&client, &url, body(n)).send().await.unwrap();
                             assert_eq!(r.status(), 200);
                         }
                     })

@@ -156,7 +156,7 @@ impl PendingQueue {
             self.waiting.pop_last();
             self.effective.remove(&id);
             self.stored.remove(&id);
-            self.drop_loaded(id);
+            self.take_loaded(id);
         }
     }
 
@@ -195,8 +195,7 @@ impl PendingQueue {
     /// its attempt; `None` if it is not read yet.
     pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
         let (due, id) = self.first()?;
-        let loaded = self.loaded.remove(&id)?;
-        self.loaded_bytes -= record_bytes(&loaded);
+        let loaded = self.take_loaded(id)?;
         self.waiting.remove(&(due, id));
         self.effective.remove(&id);
         Some((id, loaded))
@@ -239,10 +238,10 @@ impl PendingQueue {
         }
     }
 
-    fn drop_loaded(&mut self, id: DeliveryId) {
-        if let Some(old) = self.loaded.remove(&id) {
-            self.loaded_bytes -= record_bytes(&old);
-        }
+    fn take_loaded(&mut self, id: DeliveryId) -> Option<Loaded> {
+        let loaded = self.loaded.remove(&id)?;
+        self.loaded_bytes -= record_bytes(&loaded);
+        Some(loaded)
     }
 
     /// An attempt's result is stored and the delivery is pending again at `next`, its `due`
@@ -265,7 +264,7 @@ impl PendingQueue {
         if let Some(due) = self.effective.remove(&id) {
             self.waiting.remove(&(due, id));
         }
-        self.drop_loaded(id);
+        self.take_loaded(id);
     }
 
     /// Where the next page starts, when the window has run low and storage holds more.

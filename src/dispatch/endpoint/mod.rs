@@ -61,10 +61,9 @@ pub struct EndpointActor {
     tests_in_flight: usize,
     /// Counts, last outcomes and circuit state.
     stats: EndpointStats,
-    /// One stats write at a time, so the last one stored is the newest; changes made while
-    /// one is out are written together when it returns.
-    stats_writing: bool,
-    stats_dirty: bool,
+    /// Stats-only writes not yet stored; shutdown waits for them. The results writer takes
+    /// writes in the order they are queued, so each stores the stats newer than the last.
+    stats_writes: usize,
     /// While failing: the earliest time the next probe may start.
     next_probe_at: Option<UnixMillis>,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
@@ -105,8 +104,7 @@ impl EndpointActor {
             reading_ahead: false,
             tests_in_flight: 0,
             stats,
-            stats_writing: false,
-            stats_dirty: false,
+            stats_writes: 0,
             next_probe_at,
             deleting: false,
             cancelling: false,
@@ -165,7 +163,7 @@ impl EndpointActor {
         if self.draining
             && self.unsettled.is_empty()
             && self.tests_in_flight == 0
-            && !self.stats_writing
+            && self.stats_writes == 0
         {
             for waiter in self.drain_waiters.drain(..) {
                 let _ = waiter.send(());
@@ -491,28 +489,21 @@ impl EndpointActor {
         circuit::probe_interval(self.stats.failed_probes, open_for)
     }
 
-    /// Stores the stats as they are now, after any write already under way (for changes that
-    /// come without an attempt result to carry them).
+    /// Stores the stats as they are now (for changes that come without an attempt result to
+    /// carry them).
     fn save_stats(&mut self, ctx: &mut Context<Self>) {
         if self.deleting {
             return;
         }
-        self.stats_dirty = true;
-        if self.stats_writing {
-            return;
-        }
-        self.stats_writing = true;
-        self.stats_dirty = false;
+        self.stats_writes += 1;
         let stats = Some((self.endpoint.id, self.stats.clone()));
         let write = self.shared.store.write_results(Vec::new(), stats);
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
-            act.stats_writing = false;
+            act.stats_writes -= 1;
             if let Err(e) = written {
                 tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot store endpoint stats");
             }
-            if act.stats_dirty {
-                act.save_stats(ctx);
-            } else if act.draining {
+            if act.draining {
                 act.pump(ctx);
             }
         }));
