@@ -77,7 +77,7 @@ fn new_event(n: u64, endpoint: EndpointId, payload: &str) -> NewEvent {
 
 fn storage(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), false, 0).unwrap();
+    let store = Store::open(dir.path(), false, 0, Box::new(|_, _| {})).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

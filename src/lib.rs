@@ -15,15 +15,19 @@
 //! - [`api`]: the actix-web handlers, auth, JSON errors.
 //! - [`metrics`]: every Prometheus metric, with bounded labels.
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
+//! - [`clock`]: hookd's one timeline, which wall-clock steps do not move.
 //!
 //! [`run`] is the one seam both `main` and the tests use: it serves on a listener the caller
 //! bound, and returns once `shutdown` resolves and the server has stopped.
 
 pub mod api;
 pub mod canonical;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod metrics;
 pub mod model;
 pub mod notify;
@@ -57,6 +61,41 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("HTTP server: {0}")]
     Server(#[from] std::io::Error),
+    #[error("storage cannot write and did not recover; exiting for a restart")]
+    StorageFailed,
+}
+
+/// Pings systemd's watchdog only while the dispatcher answers (the supervisor and every
+/// arbiter thread run a task within the interval) and storage can write without being stuck:
+/// a wedged hookd is restarted rather than left looking alive.
+async fn feed_watchdog(
+    every: std::time::Duration,
+    store: Store,
+    supervisor: actix::Addr<dispatch::Supervisor>,
+) {
+    let mut tick = actix_rt::time::interval(every);
+    let mut was_fed = true;
+    loop {
+        tick.tick().await;
+        let dispatcher = matches!(
+            actix_rt::time::timeout(every, supervisor.send(dispatch::Ping)).await,
+            Ok(Ok(()))
+        );
+        let storage = store.healthy();
+        if dispatcher && storage {
+            notify::notify("WATCHDOG=1");
+            if !was_fed {
+                tracing::info!("dispatcher and storage healthy again; feeding the watchdog");
+            }
+        } else if was_fed {
+            tracing::error!(
+                dispatcher_answers = dispatcher,
+                storage_writable = storage,
+                "not feeding the watchdog"
+            );
+        }
+        was_fed = dispatcher && storage;
+    }
 }
 
 /// Sends logs to stderr, as text or one JSON object per line.
@@ -110,17 +149,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
+    let router = Arc::new(Router::default());
+    let hand_over = {
+        let router = router.clone();
+        Box::new(move |seq, events| router.hand_over(seq, events))
+    };
     let store = Store::open(
         &config.storage.path,
         config.storage.sync,
         config.storage.min_free_bytes,
+        hand_over,
     )?;
     let mut admin_tokens = config.auth.admin_tokens.clone();
     if admin_tokens.is_empty() {
         admin_tokens.push(generated_admin_token(&config.storage.path)?);
     }
     let tokens = Tokens::new(&admin_tokens, &config.auth.ingest_tokens);
-    let router = Arc::new(Router::default());
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
@@ -161,16 +205,18 @@ pub async fn run(
 
     notify::notify("READY=1");
     if let Some(every) = notify::watchdog_interval() {
-        actix_rt::spawn(async move {
-            let mut tick = actix_rt::time::interval(every);
-            loop {
-                tick.tick().await;
-                notify::notify("WATCHDOG=1");
-            }
-        });
+        actix_rt::spawn(feed_watchdog(every, store.clone(), supervisor.clone()));
     }
 
-    shutdown.await;
+    // A storage fault that does not heal ends the process (non-zero, for systemd to restart
+    // it): a live hookd that cannot write helps no one, and recovery replays the WAL.
+    tokio::select! {
+        () = shutdown => {}
+        () = store.gave_up() => {
+            notify::notify("STOPPING=1");
+            return Err(RunError::StorageFailed);
+        }
+    }
     let grace = config.server.shutdown_grace;
     tracing::info!(grace = ?grace, "shutting down: intake stopped, finishing in-flight attempts");
     notify::notify("STOPPING=1");

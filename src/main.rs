@@ -33,26 +33,45 @@ enum Command {
     },
 }
 
+/// Ends the process at once with `code`. Endpoint actors on other threads still hold the
+/// database handle: exit() would run RocksDB's C++ static destructors underneath them, which
+/// can crash the process at its very end.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit only terminates the process; no Rust state is observed after it.
+    unsafe { libc::_exit(code) }
+}
+
+/// A panic anywhere is a bug whose effects cannot be trusted (an endpoint actor that unwound
+/// would leave its deliveries with no owner): print it, then abort, and let systemd restart
+/// hookd, whose recovery rebuilds every queue from storage. `panic = "abort"` in the release
+/// profile does the same; the hook makes every build behave so, test builds included.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        tracing::error!("panic: {info}; aborting so that recovery restarts from storage");
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => match serve(config) {
-            Ok(()) => {
+        Command::Serve { config } => {
+            abort_on_panic();
+            match serve(config) {
                 // Everything is stored and RocksDB is closed (WAL synced, background work
-                // stopped), but endpoint actors on other threads still hold the database handle.
-                // exit() would run RocksDB's C++ static destructors underneath them, which can
-                // crash the process at its very end; _exit ends it here with status 0 instead.
-                use std::io::Write;
-                let _ = std::io::stderr().flush();
-                // SAFETY: _exit only terminates the process; no Rust state is observed after it.
-                unsafe { libc::_exit(0) }
+                // stopped).
+                Ok(()) => exit_now(0),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("hookd: {e:#}");
+                    exit_now(1)
+                }
             }
-            Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("hookd: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(c) => {
                 print!("{}", c.to_masked_toml());

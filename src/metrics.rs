@@ -19,7 +19,64 @@ const DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
-pub const ENDPOINT_STATES: [&str; 3] = ["active", "paused", "failing"];
+/// An endpoint's state as `hookd_endpoint_state` and `stats.state` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointState {
+    Active,
+    Paused,
+    Failing,
+}
+
+impl EndpointState {
+    pub const ALL: [EndpointState; 3] = [
+        EndpointState::Active,
+        EndpointState::Paused,
+        EndpointState::Failing,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EndpointState::Active => "active",
+            EndpointState::Paused => "paused",
+            EndpointState::Failing => "failing",
+        }
+    }
+}
+
+/// How a delivery ended, for `hookd_deliveries_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryOutcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 3] = [
+        DeliveryOutcome::Succeeded,
+        DeliveryOutcome::Failed,
+        DeliveryOutcome::Cancelled,
+    ];
+
+    /// `None` for a status that is not final.
+    pub fn of(status: crate::model::DeliveryStatus) -> Option<DeliveryOutcome> {
+        use crate::model::DeliveryStatus as S;
+        match status {
+            S::Succeeded => Some(DeliveryOutcome::Succeeded),
+            S::Failed => Some(DeliveryOutcome::Failed),
+            S::Cancelled => Some(DeliveryOutcome::Cancelled),
+            S::Pending => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Succeeded => "succeeded",
+            DeliveryOutcome::Failed => "failed",
+            DeliveryOutcome::Cancelled => "cancelled",
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -33,6 +90,7 @@ pub struct Metrics {
     pub oldest_pending_age: IntGaugeVec,
     pub storage_commits: IntCounter,
     pub storage_committed_events: IntCounter,
+    pub storage_errors: IntCounterVec,
     seen_types: Mutex<HashSet<String>>,
 }
 
@@ -132,9 +190,26 @@ impl Metrics {
             ),
             storage_commits,
             storage_committed_events,
+            storage_errors: {
+                let c = counter(
+                    &registry,
+                    "hookd_storage_errors_total",
+                    "Failed storage writes and WAL fsyncs, by kind of write.",
+                    &["op"],
+                );
+                // Every series exists from the start, so a rate() over it never sees a gap.
+                for op in crate::storage::StorageOp::ALL {
+                    c.with_label_values(&[op.label()]);
+                }
+                c
+            },
             seen_types: Mutex::new(HashSet::new()),
             registry,
         }
+    }
+
+    pub fn storage_error(&self, op: crate::storage::StorageOp) {
+        self.storage_errors.with_label_values(&[op.label()]).inc();
     }
 
     /// Counts a stored event under a bounded `type` label.
@@ -155,10 +230,10 @@ impl Metrics {
         self.events_ingested.with_label_values(&[label]).inc();
     }
 
-    pub fn set_endpoint_state(&self, endpoint: &str, state: &str) {
-        for s in ENDPOINT_STATES {
+    pub fn set_endpoint_state(&self, endpoint: &str, state: EndpointState) {
+        for s in EndpointState::ALL {
             self.endpoint_state
-                .with_label_values(&[endpoint, s])
+                .with_label_values(&[endpoint, s.label()])
                 .set(i64::from(s == state));
         }
     }
@@ -169,11 +244,13 @@ impl Metrics {
         let _ = self.in_flight.remove_label_values(&[endpoint]);
         let _ = self.oldest_pending_age.remove_label_values(&[endpoint]);
         let _ = self.attempt_duration.remove_label_values(&[endpoint]);
-        for s in ENDPOINT_STATES {
-            let _ = self.endpoint_state.remove_label_values(&[endpoint, s]);
+        for s in EndpointState::ALL {
+            let _ = self
+                .endpoint_state
+                .remove_label_values(&[endpoint, s.label()]);
         }
-        for o in ["succeeded", "failed", "cancelled"] {
-            let _ = self.deliveries.remove_label_values(&[endpoint, o]);
+        for o in DeliveryOutcome::ALL {
+            let _ = self.deliveries.remove_label_values(&[endpoint, o.label()]);
         }
         for r in [
             "success",
@@ -207,7 +284,7 @@ pub struct EndpointMetrics {
     pub attempt_duration: Histogram,
     /// Created on first use, so /metrics lists only what happened.
     attempts: HashMap<&'static str, IntCounter>,
-    deliveries: HashMap<&'static str, IntCounter>,
+    deliveries: HashMap<DeliveryOutcome, IntCounter>,
 }
 
 impl EndpointMetrics {
@@ -233,14 +310,16 @@ impl EndpointMetrics {
     }
 
     /// `hookd_deliveries_total{outcome}` for this endpoint.
-    pub fn delivery(&mut self, outcome: &'static str) -> &IntCounter {
+    pub fn delivery(&mut self, outcome: DeliveryOutcome) -> &IntCounter {
         let label = &self.label;
-        self.deliveries
-            .entry(outcome)
-            .or_insert_with(|| METRICS.deliveries.with_label_values(&[label, outcome]))
+        self.deliveries.entry(outcome).or_insert_with(|| {
+            METRICS
+                .deliveries
+                .with_label_values(&[label, outcome.label()])
+        })
     }
 
-    pub fn set_state(&self, state: &str) {
+    pub fn set_state(&self, state: EndpointState) {
         METRICS.set_endpoint_state(&self.label, state);
     }
 
@@ -270,7 +349,7 @@ mod tests {
     #[test]
     fn endpoint_state_is_one_hot() {
         let m = Metrics::new();
-        m.set_endpoint_state("ep_1", "paused");
+        m.set_endpoint_state("ep_1", EndpointState::Paused);
         assert_eq!(
             m.endpoint_state
                 .with_label_values(&["ep_1", "paused"])

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -16,11 +16,12 @@ use crate::config::HumanDuration;
 /// Milliseconds since the Unix epoch; every stored time uses it.
 pub type UnixMillis = i64;
 
-pub fn now_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// hookd's time (see [`crate::clock`]): immune to wall-clock steps while the process runs.
+pub use crate::clock::now_millis;
+
+/// A ULID stamped with hookd's time, so that ids sort by [`now_millis`] like every other time.
+pub fn new_ulid() -> Ulid {
+    Ulid::from_datetime(crate::clock::now_system_time())
 }
 
 /// RFC 3339 in UTC with milliseconds, as every API response writes times.
@@ -74,7 +75,7 @@ macro_rules! prefixed_id {
             pub const PREFIX: &'static str = $prefix;
 
             pub fn new() -> Self {
-                Self(Ulid::new())
+                Self(new_ulid())
             }
 
             pub fn to_bytes(self) -> [u8; 16] {

@@ -243,7 +243,7 @@ pub async fn get(
         None => StatsSnapshot {
             pending: 0,
             in_flight: 0,
-            state: "active",
+            state: crate::metrics::EndpointState::Active,
             stats: Default::default(),
             next_probe_at: None,
         },
@@ -258,7 +258,7 @@ pub async fn get(
         "consecutive_failures": s.consecutive_failures,
         "last_success_at": s.last_success_at.map(rfc3339),
         "last_failure_at": s.last_failure_at.map(rfc3339),
-        "state": live.state,
+        "state": live.state.label(),
         "failing_since": s.failing_since.map(rfc3339),
         "next_probe_at": live.next_probe_at.map(rfc3339),
     });

@@ -1,8 +1,5 @@
 //! `POST /v1/events`, `POST /v1/events/batch`, `GET /v1/events/{id}`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -12,13 +9,12 @@ use serde_json::{json, Map, Value};
 use super::auth::Scope;
 use super::{parse_json, read_json_body, ApiError, AppState};
 use crate::canonical;
-use crate::dispatch::{CancelOrphans, Enqueue};
 use crate::metrics::METRICS;
 use crate::model::{
     check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
-    EndpointId, Event, EventKey, UnixMillis,
+    Event, EventKey, UnixMillis,
 };
-use crate::storage::{IngestOutcome, Loaded, NewEvent};
+use crate::storage::{IngestOutcome, NewEvent};
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -61,7 +57,7 @@ fn prepare(
             check_identifier(&id).map_err(|m| ApiError::invalid(&name("id"), m))?;
             id
         }
-        None => format!("evt_{}", ulid::Ulid::new()),
+        None => format!("evt_{}", crate::model::new_ulid()),
     };
     check_identifier(&input.tenant).map_err(|m| ApiError::invalid(&name("tenant"), m))?;
     check_identifier(&input.event_type).map_err(|m| ApiError::invalid(&name("type"), m))?;
@@ -125,36 +121,6 @@ fn prepare(
     Ok(NewEvent { event, deliveries })
 }
 
-/// Hands stored events' deliveries to their endpoint actors, with the records, so that an
-/// actor starts them without reading them back.
-fn dispatch(state: &AppState, stored: Vec<NewEvent>) {
-    let mut by_endpoint: HashMap<EndpointId, Vec<Loaded>> = HashMap::new();
-    for new in stored {
-        let event = Arc::new(new.event);
-        for d in new.deliveries {
-            by_endpoint
-                .entry(d.endpoint_id)
-                .or_default()
-                .push((d, event.clone()));
-        }
-    }
-    for (endpoint, deliveries) in by_endpoint {
-        match state.router.actor(endpoint) {
-            Some(addr) => addr.do_send(Enqueue(deliveries)),
-            None => {
-                if let Ok(sup) = state.supervisor() {
-                    sup.do_send(CancelOrphans(
-                        deliveries
-                            .into_iter()
-                            .map(|(d, _)| (d.id, Some(Enqueue::due(&d))))
-                            .collect(),
-                    ));
-                }
-            }
-        }
-    }
-}
-
 fn outcome_json(id: &str, outcome: IngestOutcome) -> Value {
     match outcome {
         IngestOutcome::Stored { deliveries } => {
@@ -176,15 +142,17 @@ pub async fn ingest(
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
     let new = prepare(&state, input, "", now_millis())?;
-    let (outcome, new) =
+    let (id, event_type) = (new.event.id.clone(), new.event.event_type.clone());
+    // Once the store has it, the writer hands the deliveries over whether or not this request
+    // is still there to see the answer.
+    let outcome =
         state.store.ingest(vec![new]).await?.pop().ok_or_else(|| {
             ApiError::unavailable("storage_unavailable", "ingest returned nothing")
         })?;
-    let body = outcome_json(&new.event.id, outcome);
+    let body = outcome_json(&id, outcome);
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
-            METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
-            dispatch(&state, vec![new]);
+            METRICS.event_ingested(&event_type, &state.config.events.types);
             StatusCode::ACCEPTED
         }
         IngestOutcome::Duplicate { .. } => StatusCode::OK,
@@ -208,7 +176,7 @@ pub async fn ingest_batch(
     }
     let now = now_millis();
     let mut results: Vec<Option<Value>> = vec![None; batch.events.len()];
-    let mut accepted: Vec<usize> = Vec::new();
+    let mut accepted: Vec<(usize, String, String)> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let field = format!("events[{i}]");
@@ -216,7 +184,7 @@ pub async fn ingest_batch(
             .and_then(|input| prepare(&state, input, &field, now));
         match prepared {
             Ok(new) => {
-                accepted.push(i);
+                accepted.push((i, new.event.id.clone(), new.event.event_type.clone()));
                 to_store.push(new);
             }
             Err(e) => results[i] = Some(e.body()),
@@ -224,15 +192,12 @@ pub async fn ingest_batch(
     }
     if !accepted.is_empty() {
         let outcomes = state.store.ingest(to_store).await?;
-        let mut stored = Vec::new();
-        for (i, (outcome, new)) in accepted.into_iter().zip(outcomes) {
-            results[i] = Some(outcome_json(&new.event.id, outcome));
+        for ((i, id, event_type), outcome) in accepted.into_iter().zip(outcomes) {
+            results[i] = Some(outcome_json(&id, outcome));
             if matches!(outcome, IngestOutcome::Stored { .. }) {
-                METRICS.event_ingested(&new.event.event_type, &state.config.events.types);
-                stored.push(new);
+                METRICS.event_ingested(&event_type, &state.config.events.types);
             }
         }
-        dispatch(&state, stored);
     }
     Ok(HttpResponse::Ok().json(json!({"results": results})))
 }

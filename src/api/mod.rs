@@ -112,8 +112,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Ready: recovered, not shutting down, and storage can write (no fault being ridden out, no
+/// writer stuck in an fsync).
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.check_serving()?;
+    if !state.store.healthy() {
+        return Err(ApiError::unavailable(
+            "storage_unavailable",
+            "storage cannot write at the moment; new events are refused",
+        ));
+    }
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
 

@@ -2,9 +2,11 @@
 //! and deletes them (one change at a time) and runs one [`EndpointActor`] per endpoint. Each
 //! endpoint actor owns that endpoint's pending deliveries: its queue (a window in memory, the
 //! rest paged in from storage, see [`queue`]), retry timers, in-flight count
-//! (≤ `max_concurrency`), paused flag and circuit state ([`circuit`]); it is the only writer of
-//! those deliveries. The [`Router`] is the read side shared with the API: which endpoints an event
-//! goes to and where each actor's mailbox is, so ingest never waits on the supervisor.
+//! (≤ `max_concurrency`), paused flag and circuit state ([`circuit`]); it alone decides what
+//! happens to those deliveries, and its changes go through the store's one ordered writer. The
+//! [`Router`] is the read side shared with the API and the storage writer: which endpoints an
+//! event goes to and where each actor's mailbox is, so ingest never waits on the supervisor,
+//! and the commit's hand-over ([`Router::hand_over`]) reaches the actors without the request.
 //!
 //! Endpoint actors are spread over one arbiter (thread) per core, so a busy endpoint cannot hold
 //! up the others; their storage reads run on the blocking pool, batched, and their attempt
@@ -17,7 +19,7 @@ pub mod retry;
 mod supervisor;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix::Addr;
 use parking_lot::RwLock;
@@ -26,16 +28,15 @@ pub use endpoint::{
     EndpointActor, Enqueue, GetStats, Recover, RetryDelivery, RetryOutcome, SendTest,
     StatsSnapshot, TestOutcome,
 };
-pub use supervisor::Drain;
 pub use supervisor::{
-    start, CancelOrphans, ChangeEndpoint, CreateEndpoint, DeleteEndpoint, EndpointChange,
-    Recovered, Supervisor,
+    start, CancelOrphans, ChangeEndpoint, CreateEndpoint, DeleteEndpoint, Drain, EndpointChange,
+    Ping, Recovered, Supervisor,
 };
 
 use crate::config::Config;
 use crate::delivery::Sender;
 use crate::model::{EndpointId, EndpointSpec};
-use crate::storage::{StorageError, Store};
+use crate::storage::{Loaded, NewEvent, StorageError, Store};
 
 /// What every actor needs; shared, never mutated.
 pub struct Shared {
@@ -71,9 +72,45 @@ struct RouterInner {
 #[derive(Default)]
 pub struct Router {
     inner: RwLock<RouterInner>,
+    /// Set once recovery has started the supervisor (before ingest is open).
+    supervisor: OnceLock<Addr<Supervisor>>,
 }
 
 impl Router {
+    /// The storage writer's hand-over of one durable commit (`seq`): each endpoint's new
+    /// deliveries to its actor, in commit order. Deliveries of an endpoint deleted since they
+    /// were routed are cancelled.
+    pub fn hand_over(&self, seq: u64, events: Vec<NewEvent>) {
+        let mut by_endpoint: HashMap<EndpointId, Vec<Loaded>> = HashMap::new();
+        for new in events {
+            let event = Arc::new(new.event);
+            for d in new.deliveries {
+                by_endpoint
+                    .entry(d.endpoint_id)
+                    .or_default()
+                    .push((d, event.clone()));
+            }
+        }
+        for (endpoint, deliveries) in by_endpoint {
+            match self.actor(endpoint) {
+                Some(addr) => addr.do_send(Enqueue { seq, deliveries }),
+                None => match self.supervisor.get() {
+                    Some(sup) => sup.do_send(CancelOrphans(
+                        deliveries
+                            .iter()
+                            .map(|(d, _)| (d.id, Some(Enqueue::due(d))))
+                            .collect(),
+                    )),
+                    // Cannot happen once ingest is open; the start-up sweep would cancel them.
+                    None => tracing::error!(
+                        endpoint = %endpoint, deliveries = deliveries.len(),
+                        "deliveries for an unknown endpoint before recovery finished"
+                    ),
+                },
+            }
+        }
+    }
+
     /// The endpoints of `tenant` subscribed to `event_type`.
     pub fn route(&self, tenant: &str, event_type: &str) -> Vec<EndpointId> {
         let inner = self.inner.read();

@@ -11,16 +11,20 @@
 //!   the in-memory ones not in flight;
 //! - `horizon`: every pending delivery whose stored (due, id) is below it is in memory; above
 //!   it, storage may hold more (`None`: everything is in memory);
-//! - while a page is being read, nothing leaves memory, so a page read before a write cannot
-//!   bring back a key that write moved;
+//! - while a page is being read, nothing leaves memory but deliveries that are finished, and
+//!   those are remembered until the page lands, so a page read before a write cannot bring
+//!   back a key that write moved or removed;
+//! - a page never brings in a delivery whose hand-over from ingest has not arrived yet (its
+//!   `due` entry carries a commit number above the last one handed over): the hand-over does
+//!   that, so a delivery can never be queued twice and sent twice as the same attempt;
 //! - `total` counts every pending delivery: in memory, in flight and paged out.
 
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::{DeliveryId, UnixMillis};
-use crate::storage::Loaded;
+use crate::storage::{DueEntry, Loaded};
 
 /// Most deliveries read from `due` at once; the window is refilled below a quarter of it.
 pub const PAGE: usize = 8192;
@@ -50,6 +54,8 @@ pub struct PendingQueue {
     /// What `loaded` holds, counted by [`record_bytes`].
     loaded_bytes: usize,
     paging: bool,
+    /// Deliveries that finished while a page was being read: the page may still hold them.
+    finished_while_paging: FxHashSet<DeliveryId>,
 }
 
 fn record_bytes((_, event): &Loaded) -> usize {
@@ -96,9 +102,16 @@ impl PendingQueue {
         self.effective.contains_key(&id)
     }
 
-    #[cfg(test)]
-    fn in_memory(&self, id: DeliveryId) -> bool {
+    /// In memory, waiting or in flight.
+    pub fn in_memory(&self, id: DeliveryId) -> bool {
         self.stored.contains_key(&id)
+    }
+
+    /// Its `due` entry was moved to `due` (bring-forward, resume).
+    pub fn set_stored(&mut self, id: DeliveryId, due: UnixMillis) {
+        if let Some(stored) = self.stored.get_mut(&id) {
+            *stored = due;
+        }
     }
 
     pub fn stored_due(&self, id: DeliveryId) -> Option<UnixMillis> {
@@ -181,14 +194,23 @@ impl PendingQueue {
     }
 
     /// Every waiting delivery in memory that is due later is due at `at` instead (resume).
-    pub fn make_all_due(&mut self, at: UnixMillis) {
+    /// Returns the `due` entries to move to match: (delivery, stored due, `at`).
+    pub fn make_all_due(&mut self, at: UnixMillis) -> Vec<(DeliveryId, UnixMillis, UnixMillis)> {
         self.waiting = std::mem::take(&mut self.waiting)
             .into_iter()
             .map(|(due, id)| (due.min(at), id))
             .collect();
-        for due in self.effective.values_mut() {
+        let mut moves = Vec::new();
+        for (id, due) in self.effective.iter_mut() {
             *due = (*due).min(at);
+            if let Some(stored) = self.stored.get_mut(id) {
+                if *stored > at {
+                    moves.push((*id, *stored, at));
+                    *stored = at;
+                }
+            }
         }
+        moves
     }
 
     /// Takes the first waiting delivery off the queue, with its read-ahead record, to start
@@ -260,6 +282,9 @@ impl PendingQueue {
     pub fn remove(&mut self, id: DeliveryId) {
         if self.stored.remove(&id).is_some() {
             self.total = self.total.saturating_sub(1);
+            if self.paging {
+                self.finished_while_paging.insert(id);
+            }
         }
         if let Some(due) = self.effective.remove(&id) {
             self.waiting.remove(&(due, id));
@@ -280,20 +305,25 @@ impl PendingQueue {
     }
 
     /// A page read from `due`: entries from the horizon on, `complete` when it reached the end.
-    pub fn page_read(&mut self, entries: Vec<DueKey>, complete: bool) {
+    /// Entries stored by commits after `handed_over` are left to their hand-over.
+    pub fn page_read(&mut self, entries: Vec<DueEntry>, complete: bool, handed_over: u64) {
         self.paging = false;
         self.horizon = match entries.last() {
-            Some(&last) if !complete => Some(after(last)),
+            Some(&(last, _)) if !complete => Some(after(last)),
             _ if complete => None,
             _ => self.horizon,
         };
-        for (due, id) in entries {
-            self.insert(id, due, due);
+        let finished = std::mem::take(&mut self.finished_while_paging);
+        for ((due, id), seq) in entries {
+            if seq <= handed_over && !finished.contains(&id) {
+                self.insert(id, due, due);
+            }
         }
     }
 
     pub fn paging_failed(&mut self) {
         self.paging = false;
+        self.finished_while_paging.clear();
     }
 
     /// Everything is being cancelled (the endpoint was deleted); only in-flight ones, listed in
@@ -359,7 +389,11 @@ mod tests {
         // While paging, nothing leaves memory.
         q.push_new(id(52), 900);
         assert!(q.in_memory(id(52)));
-        q.page_read(vec![(109, id(10)), (500, id(50)), (900, id(52))], true);
+        q.page_read(
+            vec![((109, id(10)), 0), ((500, id(50)), 0), ((900, id(52)), 0)],
+            true,
+            0,
+        );
         assert_eq!(q.page_wanted(), None);
         assert_eq!(q.waiting_len(), 14, "no duplicate of id 52");
     }
@@ -459,5 +493,47 @@ mod tests {
         assert_eq!(q.total(), 3);
         assert!(q.bring_forward(id(9), 0));
         assert!(!q.bring_forward(id(2), 0));
+    }
+
+    #[test]
+    fn a_page_leaves_deliveries_whose_hand_over_is_still_coming_to_it() {
+        // id(1) in memory, id(3) paged out.
+        let mut q = PendingQueue::new(2, vec![(1, id(1))]);
+        q.paging_started();
+        // Meanwhile ingest stored id(2) under commit 7; its hand-over is still on the way.
+        q.page_read(vec![((2, id(2)), 7), ((3, id(3)), 0)], true, 6);
+        assert!(!q.in_memory(id(2)), "left to its hand-over");
+        assert!(q.in_memory(id(3)));
+        assert_eq!(q.total(), 2);
+        // The hand-over queues and counts it, once.
+        q.push_new(id(2), 2);
+        assert!(q.in_memory(id(2)));
+        assert_eq!((q.total(), q.waiting_len()), (3, 3));
+    }
+
+    #[test]
+    fn a_delivery_finished_while_a_page_was_read_does_not_come_back() {
+        let mut q = PendingQueue::new(2, vec![(1, id(1))]);
+        q.put_loaded(id(1), record(1));
+        q.paging_started();
+        let (started, _) = q.start_first().unwrap();
+        assert_eq!(started, id(1));
+        q.remove(id(1));
+        assert_eq!(q.total(), 1);
+        // The page was read before the result's write removed its entry.
+        q.page_read(vec![((1, id(1)), 0), ((5, id(2)), 0)], true, 0);
+        assert!(!q.in_memory(id(1)), "finished, not queued again");
+        assert!(q.in_memory(id(2)));
+        assert_eq!(q.total(), 1);
+    }
+
+    #[test]
+    fn resume_moves_the_stored_due_times_of_the_window() {
+        let mut q = PendingQueue::new(2, vec![(100, id(1)), (900, id(2))]);
+        let moves = q.make_all_due(500);
+        assert_eq!(moves, vec![(id(2), 900, 500)]);
+        assert_eq!(q.stored_due(id(2)), Some(500));
+        assert_eq!(q.first(), Some((100, id(1))));
+        assert!(q.make_all_due(500).is_empty(), "nothing left to move");
     }
 }

@@ -1,11 +1,84 @@
-//! The retry schedule and an endpoint's effective delivery settings.
+//! The retry schedule, what becomes of a delivery after an attempt, and an endpoint's effective
+//! delivery settings. [`after_attempt`] is a pure function of the delivery's state, the outcome,
+//! `now` and a random draw; the endpoint actor only applies it.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 use crate::config::DeliveryConfig;
-use crate::model::EndpointSpec;
+use crate::model::{EndpointSpec, UnixMillis};
+
+/// What a delivery becomes after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Succeeded,
+    /// Pending, due again at `at`, having used `retries_used` retries of its schedule.
+    Retry {
+        at: UnixMillis,
+        retries_used: u32,
+    },
+    /// The schedule is exhausted.
+    Failed,
+    /// The endpoint was deleted while the attempt was out.
+    Cancelled,
+}
+
+/// The attempt's facts, as [`after_attempt`] weighs them.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub success: bool,
+    /// A `Retry-After` the receiver sent (already capped).
+    pub retry_after: Option<Duration>,
+}
+
+/// Why the delivery's owner may override the schedule.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// The endpoint is being deleted.
+    pub deleting: bool,
+    /// An operator's `retry` or `recover` arrived while the attempt was out: on failure it is
+    /// pending again at once on a fresh schedule (a `Retry-After` still holds it back).
+    pub requeue: bool,
+}
+
+/// The next state of a delivery that had used `retries_used` retries, after `outcome` at
+/// `now`; `unit` is a random draw in [-1, 1] for the jitter.
+pub fn after_attempt(
+    schedule: &RetrySchedule,
+    retries_used: u32,
+    outcome: Outcome,
+    overrides: Overrides,
+    now: UnixMillis,
+    unit: f64,
+) -> Next {
+    let later = |d: Duration| now.saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
+    if outcome.success {
+        return Next::Succeeded;
+    }
+    if overrides.deleting {
+        return Next::Cancelled;
+    }
+    let asked = outcome.retry_after.unwrap_or(Duration::ZERO);
+    if overrides.requeue {
+        return Next::Retry {
+            at: later(asked),
+            retries_used: 0,
+        };
+    }
+    match schedule.delay(retries_used, unit) {
+        Some(delay) => Next::Retry {
+            at: later(delay.max(asked)),
+            retries_used: retries_used + 1,
+        },
+        None => Next::Failed,
+    }
+}
+
+/// A random draw for [`after_attempt`].
+pub fn jitter_draw() -> f64 {
+    rand::thread_rng().gen_range(-1.0..=1.0)
+}
 
 /// Delays before retry 1..n, each spread by ±`jitter`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +102,13 @@ impl RetrySchedule {
     /// The delay before the next retry when `retries_used` retries were already made, or `None`
     /// when the schedule is exhausted and the delivery has failed.
     pub fn next_delay(&self, retries_used: u32) -> Option<Duration> {
+        self.delay(retries_used, jitter_draw())
+    }
+
+    /// [`RetrySchedule::next_delay`] with the random draw `unit` (in [-1, 1]) given.
+    pub fn delay(&self, retries_used: u32, unit: f64) -> Option<Duration> {
         let base = *self.delays.get(retries_used as usize)?;
-        Some(self.spread(base, rand::thread_rng().gen_range(-1.0..=1.0)))
+        Some(self.spread(base, unit))
     }
 
     /// `base` scaled by `1 + jitter × unit`, with `unit` in [-1, 1].
@@ -114,6 +192,86 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    const NOW: UnixMillis = 5_000_000;
+    const FAILED: Outcome = Outcome {
+        success: false,
+        retry_after: None,
+    };
+
+    #[test]
+    fn a_failed_attempt_takes_the_next_delay_until_the_schedule_is_exhausted() {
+        let s = RetrySchedule::new(secs(&[60, 300]), 0.1);
+        let none = Overrides::default();
+        assert_eq!(
+            after_attempt(&s, 0, FAILED, none, NOW, 0.0),
+            Next::Retry {
+                at: NOW + 60_000,
+                retries_used: 1
+            }
+        );
+        // The draw spreads it by the jitter, both ways.
+        assert_eq!(
+            after_attempt(&s, 1, FAILED, none, NOW, -1.0),
+            Next::Retry {
+                at: NOW + 270_000,
+                retries_used: 2
+            }
+        );
+        assert_eq!(after_attempt(&s, 2, FAILED, none, NOW, 0.0), Next::Failed);
+        let ok = Outcome {
+            success: true,
+            retry_after: None,
+        };
+        assert_eq!(after_attempt(&s, 2, ok, none, NOW, 0.0), Next::Succeeded);
+    }
+
+    #[test]
+    fn retry_after_holds_the_retry_back_but_never_brings_it_forward() {
+        let s = RetrySchedule::new(secs(&[60]), 0.0);
+        let asked = |secs| Outcome {
+            success: false,
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        let none = Overrides::default();
+        let at = |n: Next| match n {
+            Next::Retry { at, .. } => at,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            at(after_attempt(&s, 0, asked(600), none, NOW, 0.0)),
+            NOW + 600_000
+        );
+        assert_eq!(
+            at(after_attempt(&s, 0, asked(5), none, NOW, 0.0)),
+            NOW + 60_000
+        );
+    }
+
+    #[test]
+    fn an_operator_requeue_during_the_attempt_wins_over_an_exhausted_schedule() {
+        let s = RetrySchedule::new(secs(&[60]), 0.0);
+        let requeue = Overrides {
+            requeue: true,
+            deleting: false,
+        };
+        assert_eq!(
+            after_attempt(&s, 1, FAILED, requeue, NOW, 0.0),
+            Next::Retry {
+                at: NOW,
+                retries_used: 0
+            },
+            "pending again now, on a fresh schedule"
+        );
+        let deleting = Overrides {
+            requeue: true,
+            deleting: true,
+        };
+        assert_eq!(
+            after_attempt(&s, 0, FAILED, deleting, NOW, 0.0),
+            Next::Cancelled
+        );
     }
 
     #[test]

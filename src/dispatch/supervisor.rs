@@ -1,6 +1,11 @@
 //! [`Supervisor`]: rebuilds every endpoint actor from storage at start, then owns the endpoint
 //! set. Endpoint changes are handled one at a time (atomic responses), so the per-tenant limit
-//! and read-modify-write changes cannot race.
+//! and read-modify-write changes cannot race. It also runs the pruner, whose deletions are
+//! ordered jobs: each checks, on the writer thread, that what it removes is final.
+//!
+//! Start-up, in order: read every endpoint, its stats and the first page of its queue; raise
+//! hookd's clock to the newest stored event if the wall clock is behind it (and warn when it
+//! is far ahead); start the actors; cancel deliveries of endpoints that no longer exist.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +23,10 @@ use crate::storage::StorageError;
 
 /// How often finished records older than `storage.retention` are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// Events one prune job looks at; bounded so the results behind it never wait long.
+const PRUNE_SCAN: usize = 2000;
+/// A wall clock further than this ahead of the newest stored event is worth a warning.
+const CLOCK_AHEAD_WARNING: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Supervisor {
     shared: Arc<Shared>,
@@ -41,7 +50,7 @@ pub async fn start(
     router: Arc<Router>,
 ) -> Result<(Addr<Supervisor>, Recovered), StorageError> {
     // Per endpoint: its record, stats, pending count and first page of its queue.
-    let (endpoints, mut counts) = shared
+    let (endpoints, mut counts, newest) = shared
         .store
         .call(|s| {
             let mut counts = s.due_summary(PAGE)?;
@@ -51,9 +60,10 @@ pub async fn start(
                 let (total, page) = counts.remove(&endpoint.id).unwrap_or_default();
                 endpoints.push((endpoint, stats, PendingQueue::new(total, page)));
             }
-            Ok((endpoints, counts))
+            Ok((endpoints, counts, s.newest_event_time()?))
         })
         .await?;
+    check_clock(newest);
     let total: usize = endpoints.iter().map(|(_, _, q)| q.total()).sum();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
@@ -69,16 +79,23 @@ pub async fn start(
     }
     // Due entries whose endpoint is gone: it was deleted before its actor finished cancelling.
     let orphaned: Vec<EndpointId> = counts.drain().map(|(id, _)| id).collect();
-    let orphans_cancelled = shared
-        .store
-        .call(move |s| {
+    let mut orphans_cancelled = 0;
+    for endpoint in orphaned {
+        loop {
             let none = std::collections::HashSet::new();
-            orphaned
-                .iter()
-                .try_fold(0, |n, ep| Ok(n + s.cancel_pending(*ep, &none)?))
-        })
-        .await?;
+            let (n, more) = shared
+                .store
+                .ordered(move |o| o.cancel_pending_chunk(endpoint, &none, 4096))
+                .await?;
+            orphans_cancelled += n;
+            if !more {
+                break;
+            }
+        }
+    }
+    let router = supervisor.router.clone();
     let addr = supervisor.start();
+    let _ = router.supervisor.set(addr.clone());
     Ok((
         addr,
         Recovered {
@@ -89,16 +106,46 @@ pub async fn start(
     ))
 }
 
+/// hookd's clock never starts behind the newest stored record (a wall clock stepped back
+/// across a restart would otherwise hold every stored retry for the length of the step); one
+/// far ahead of it is only worth a warning, since hookd may simply have been stopped that long.
+fn check_clock(newest: Option<UnixMillis>) {
+    let Some(newest) = newest else { return };
+    let raised = crate::clock::raise_floor(newest);
+    if raised > 1000 {
+        tracing::warn!(
+            behind_ms = raised,
+            "the wall clock is behind the newest stored event; hookd's clock starts from that event instead"
+        );
+    }
+    let ahead = now_millis() - newest;
+    if ahead > CLOCK_AHEAD_WARNING.as_millis() as i64 {
+        tracing::warn!(
+            ahead_s = ahead / 1000,
+            newest_event = %crate::model::rfc3339(newest),
+            "the clock is far ahead of the newest stored event; if the clock is wrong, finished records may be pruned early"
+        );
+    }
+}
+
 impl Supervisor {
     fn spawn_actor(&mut self, endpoint: Arc<Endpoint>, stats: EndpointStats, queue: PendingQueue) {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
-        let actor = EndpointActor::new(endpoint.clone(), self.shared.clone(), stats, queue);
+        let actor = EndpointActor::new(
+            endpoint.clone(),
+            self.shared.clone(),
+            stats,
+            queue,
+            self.shared.store.base_seq(),
+        );
         let addr = EndpointActor::start_in_arbiter(arbiter, move |_| actor);
         self.router
             .insert(endpoint.id, Arc::new(endpoint.spec.clone()), addr);
     }
 
+    /// Prunes what is finished and older than `storage.retention` on hookd's clock, so a wall
+    /// clock stepped forward while hookd runs prunes nothing early.
     fn prune(&mut self, ctx: &mut Context<Self>) {
         let retention = self.shared.config.storage.retention;
         let cutoff = now_millis() - retention.as_millis() as i64;
@@ -106,10 +153,19 @@ impl Supervisor {
         ctx.spawn(
             async move {
                 let mut total = 0;
+                let mut from = None;
                 loop {
-                    match store.call(move |s| s.prune(cutoff, 1000)).await {
-                        Ok(0) => break,
-                        Ok(n) => total += n,
+                    match store
+                        .ordered(move |o| o.prune(cutoff, from, PRUNE_SCAN))
+                        .await
+                    {
+                        Ok((n, next)) => {
+                            total += n;
+                            match next {
+                                Some(next) => from = Some(next),
+                                None => break,
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "pruning failed");
                             break;
@@ -277,10 +333,13 @@ impl Handler<CancelOrphans> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: CancelOrphans, ctx: &mut Context<Self>) {
-        let store = self.shared.store.clone();
+        let write = self
+            .shared
+            .store
+            .ordered(move |o| o.cancel_deliveries(&msg.0));
         ctx.spawn(
             async move {
-                if let Err(e) = store.call(move |s| s.cancel_deliveries(&msg.0)).await {
+                if let Err(e) = write.await {
                     tracing::error!(error = %e, "cannot cancel deliveries of a deleted endpoint");
                 }
             }
@@ -307,6 +366,33 @@ impl Handler<Drain> for Supervisor {
             .collect();
         Box::pin(async move {
             futures_util::future::join_all(drains).await;
+        })
+    }
+}
+
+/// The watchdog's question: are the supervisor and every arbiter thread still turning? Answers
+/// once each arbiter has run a task sent to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let answers: Vec<_> = self
+            .arbiters
+            .iter()
+            .map(|arbiter| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                arbiter.spawn(async move {
+                    let _ = tx.send(());
+                });
+                rx
+            })
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(answers).await;
         })
     }
 }

@@ -11,7 +11,8 @@ pub const CF_EVENTS: &str = "events";
 pub const CF_DELIVERIES: &str = "deliveries";
 /// Delivery id ‖ attempt n → `Attempt` (JSON).
 pub const CF_ATTEMPTS: &str = "attempts";
-/// Endpoint id ‖ due time ‖ delivery id → empty: one entry per pending delivery.
+/// Endpoint id ‖ due time ‖ delivery id → the ingest commit number (8 bytes) or empty: one
+/// entry per pending delivery.
 pub const CF_DUE: &str = "due";
 /// Tenant ‖ 0x00 ‖ event id → event key ‖ delivery count: duplicate detection and lookup by id.
 pub const CF_IDEMPOTENCY: &str = "idempotency";
@@ -22,7 +23,10 @@ pub const CF_ENDPOINT_DELIVERIES: &str = "endpoint_deliveries";
 /// Endpoint id → `EndpointStats` (JSON).
 pub const CF_ENDPOINT_STATS: &str = "endpoint_stats";
 
-pub const ALL_CFS: [&str; 8] = [
+/// Small records of hookd's own (the storage probe).
+pub const CF_META: &str = "meta";
+
+pub const ALL_CFS: [&str; 9] = [
     CF_ENDPOINTS,
     CF_EVENTS,
     CF_DELIVERIES,
@@ -31,6 +35,7 @@ pub const ALL_CFS: [&str; 8] = [
     CF_IDEMPOTENCY,
     CF_ENDPOINT_DELIVERIES,
     CF_ENDPOINT_STATS,
+    CF_META,
 ];
 
 pub const DUE_KEY_LEN: usize = 16 + 8 + 16;

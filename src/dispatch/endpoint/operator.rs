@@ -1,14 +1,17 @@
-//! The operator's requests to an endpoint actor: its live stats, recover, and test sends.
-//! A child of the actor's module, so these handlers share its private state and helpers.
+//! The operator's requests to an endpoint actor: its live stats, retry, recover and test sends.
+//! Each one that changes a delivery goes through the ordered writer, and what it finds there
+//! (not what it read earlier) decides what the queue does.
 
 use actix::prelude::*;
 
-use super::{send, EndpointActor};
+use super::attempt::send;
+use super::EndpointActor;
+use crate::metrics::EndpointState;
 use crate::model::{
     now_millis, rfc3339, Attempt, Delivery, DeliveryId, DeliveryRef, DeliveryStatus, Endpoint,
     EndpointStats, Event, EventKey, UnixMillis,
 };
-use crate::storage::StorageError;
+use crate::storage::{Requeued, StorageError};
 
 /// The endpoint's live figures for `GET /v1/endpoints/{id}`.
 #[derive(Message)]
@@ -19,8 +22,7 @@ pub struct GetStats;
 pub struct StatsSnapshot {
     pub pending: usize,
     pub in_flight: usize,
-    /// `active`, `paused` or `failing`.
-    pub state: &'static str,
+    pub state: EndpointState,
     pub stats: EndpointStats,
     pub next_probe_at: Option<UnixMillis>,
 }
@@ -33,14 +35,111 @@ impl Handler<GetStats> for EndpointActor {
             pending: self.queue.total(),
             in_flight: self.sending + self.tests_in_flight,
             state: self.state(),
-            stats: self.stats.clone(),
-            next_probe_at: self.next_probe_at.filter(|_| self.failing()),
+            stats: self.stats_snapshot().1,
+            next_probe_at: self
+                .circuit
+                .next_probe_at
+                .filter(|_| self.circuit.is_open()),
         })
     }
 }
 
+/// `POST /v1/deliveries/{id}/retry`.
+#[derive(Message)]
+#[rtype(result = "Result<RetryOutcome, StorageError>")]
+pub struct RetryDelivery(pub DeliveryId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// A failed delivery is queued again with a fresh schedule.
+    Requeued,
+    /// A pending delivery is due now (or, in flight, will be pending again if it fails).
+    BroughtForward,
+    /// Succeeded or cancelled: nothing to retry.
+    NotRetryable(DeliveryStatus),
+    NotFound,
+}
+
+impl Handler<RetryDelivery> for EndpointActor {
+    type Result = ResponseActFuture<Self, Result<RetryOutcome, StorageError>>;
+
+    fn handle(&mut self, msg: RetryDelivery, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.0;
+        let now = now_millis();
+        if let Some(u) = self.unsettled.get_mut(&id) {
+            u.requeue = true;
+            return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
+        }
+        if self.queue.is_waiting(id) {
+            let stored = self.queue.stored_due(id);
+            self.queue.bring_forward(id, now);
+            if let Some(from) = stored.filter(|&from| from > now) {
+                self.queue.set_stored(id, now);
+                self.store_moves(ctx, vec![(id, from, now)]);
+            }
+            self.cancel_timer(ctx);
+            self.pump(ctx);
+            return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
+        }
+        let requeue = self.shared.store.ordered(move |o| o.requeue_one(id, now));
+        Box::pin(requeue.into_actor(self).map(move |r, act, ctx| {
+            let outcome = act.apply_requeued(id, r?, now);
+            act.cancel_timer(ctx);
+            act.pump(ctx);
+            Ok(outcome)
+        }))
+    }
+}
+
+impl EndpointActor {
+    /// What the ordered writer found and did for a retry, applied to the queue.
+    fn apply_requeued(&mut self, id: DeliveryId, found: Requeued, now: UnixMillis) -> RetryOutcome {
+        match found {
+            Requeued::Requeued => {
+                if !self.queue.in_memory(id) {
+                    self.queue.requeue(id, now, now, false);
+                }
+                RetryOutcome::Requeued
+            }
+            // Pending in storage, paged out (or paged in meanwhile): due now, under the due
+            // time the writer left it at.
+            Requeued::BroughtForward { stored } => {
+                if self.queue.in_memory(id) {
+                    self.queue.bring_forward(id, now);
+                    self.queue.set_stored(id, stored);
+                } else {
+                    self.queue.requeue(id, now, stored, true);
+                }
+                RetryOutcome::BroughtForward
+            }
+            Requeued::NotRetryable(status) => RetryOutcome::NotRetryable(status),
+            Requeued::NotFound => RetryOutcome::NotFound,
+        }
+    }
+
+    /// A retry asked for while an attempt was out, which then failed for good: queued again
+    /// now with a fresh schedule.
+    pub(super) fn requeue_stored(&mut self, ctx: &mut Context<Self>, id: DeliveryId) {
+        let now = now_millis();
+        let requeue = self.shared.store.ordered(move |o| o.requeue_one(id, now));
+        ctx.spawn(requeue.into_actor(self).map(move |r, act, ctx| {
+            match r {
+                Ok(found) => {
+                    act.apply_requeued(id, found, now);
+                    tracing::info!(endpoint = %act.endpoint.id, delivery = %id, "retried as asked during its last attempt");
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %act.endpoint.id, delivery = %id, error = %e, "cannot requeue a delivery retried during its last attempt")
+                }
+            }
+            act.after_change(ctx);
+        }));
+    }
+}
+
 /// `POST /v1/endpoints/{id}/recover`: failed deliveries created in `[since, until]` go back to
-/// the queue with a fresh schedule. Answers how many.
+/// the queue with a fresh schedule. Answers how many. Deliveries of that window whose attempt
+/// is out are pending again on a fresh schedule if it fails.
 #[derive(Message)]
 #[rtype(result = "Result<usize, StorageError>")]
 pub struct Recover {
@@ -52,18 +151,25 @@ impl Handler<Recover> for EndpointActor {
     type Result = ResponseActFuture<Self, Result<usize, StorageError>>;
 
     fn handle(&mut self, msg: Recover, _: &mut Context<Self>) -> Self::Result {
-        let store = self.shared.store.clone();
         let endpoint = self.endpoint.id;
         let now = now_millis();
-        let requeue = async move {
-            store
-                .call(move |s| s.requeue_failed(endpoint, msg.since, msg.until, now))
-                .await
-        };
+        let in_window =
+            |id: &DeliveryId| (msg.since..=msg.until).contains(&(id.0.timestamp_ms() as i64));
+        for (id, u) in self.unsettled.iter_mut() {
+            if in_window(id) {
+                u.requeue = true;
+            }
+        }
+        let requeue = self
+            .shared
+            .store
+            .ordered(move |o| o.requeue_failed(endpoint, msg.since, msg.until, now));
         Box::pin(requeue.into_actor(self).map(move |r, act, ctx| {
             let ids = r?;
             for id in &ids {
-                act.queue.requeue(*id, now, now, false);
+                if !act.queue.in_memory(*id) {
+                    act.queue.requeue(*id, now, now, false);
+                }
             }
             tracing::info!(endpoint = %act.endpoint.id, requeued = ids.len(), "recovered failed deliveries");
             act.after_change(ctx);
@@ -104,7 +210,7 @@ impl Handler<SendTest> for EndpointActor {
             send.into_actor(self)
                 .then(move |report, act, ctx| {
                     let finished = now_millis();
-                    act.note_attempt(&report, now, finished);
+                    act.note_attempt(&report, false, now, finished);
                     let attempt = report.to_attempt(1, now);
                     delivery.attempts = 1;
                     delivery.updated_at = finished;
@@ -120,19 +226,16 @@ impl Handler<SendTest> for EndpointActor {
                         "test sent"
                     );
                     act.save_stats(ctx);
-                    let store = act.shared.store.clone();
-                    async move {
-                        let outcome = TestOutcome {
-                            delivery_id: delivery.id,
-                            event_id: event.id.clone(),
-                            attempt: attempt.clone(),
-                        };
-                        store
-                            .call(move |s| s.record_test(&event, &delivery, &attempt))
-                            .await
-                            .map(|()| outcome)
-                    }
-                    .into_actor(act)
+                    let outcome = TestOutcome {
+                        delivery_id: delivery.id,
+                        event_id: event.id.clone(),
+                        attempt: attempt.clone(),
+                    };
+                    act.shared
+                        .store
+                        .ordered(move |o| o.record_test(&event, &delivery, &attempt))
+                        .into_actor(act)
+                        .map(move |r, _, _| r.map(|()| outcome))
                 })
                 .map(|r, act, ctx| {
                     act.tests_in_flight -= 1;
@@ -147,7 +250,7 @@ impl Handler<SendTest> for EndpointActor {
 fn test_event(endpoint: &Endpoint, event_type: String, now: UnixMillis) -> (Event, Delivery) {
     let key = EventKey::new();
     let id = DeliveryId::new();
-    let event_id = format!("evt_{}", ulid::Ulid::new());
+    let event_id = format!("evt_{}", crate::model::new_ulid());
     let mut payload = serde_json::Map::new();
     payload.insert("event".into(), event_type.clone().into());
     payload.insert("type".into(), event_type.clone().into());

@@ -1,0 +1,234 @@
+//! Starting an attempt, and applying its result: the decisions come from [`retry::after_attempt`]
+//! and [`CircuitState::after_attempt`]; this file only carries them out and stores them.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::{probe_in_ms, EndpointActor, Unsettled};
+use crate::delivery::{AttemptOutcome, AttemptReport, WebhookRequest};
+use crate::dispatch::circuit::Transition;
+use crate::dispatch::retry::{self, EndpointSettings, Next, Outcome, Overrides};
+use crate::dispatch::Shared;
+use crate::model::{now_millis, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event, UnixMillis};
+use crate::storage::{DeliveryUpdate, Loaded};
+
+impl EndpointActor {
+    pub(super) fn start_attempt(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: DeliveryId,
+        (delivery, event): Loaded,
+        probe: bool,
+    ) {
+        self.unsettled.insert(
+            id,
+            Unsettled {
+                probe,
+                requeue: false,
+            },
+        );
+        self.sending += 1;
+        let shared = self.shared.clone();
+        let endpoint = self.endpoint.clone();
+        let settings = self.settings.clone();
+        let attempt = async move {
+            let at = now_millis();
+            let report = send(&shared, &endpoint, &settings, &delivery, &event, at).await;
+            (delivery, report, at)
+        };
+        ctx.spawn(
+            attempt
+                .into_actor(self)
+                .map(move |(delivery, report, at), act, ctx| {
+                    act.attempt_finished(ctx, id, delivery, report, at)
+                }),
+        );
+    }
+
+    /// Records the attempt's outcome in the stats and the circuit; returns the transition.
+    pub(super) fn note_attempt(
+        &mut self,
+        report: &AttemptReport,
+        probe: bool,
+        at: UnixMillis,
+        now: UnixMillis,
+    ) -> Transition {
+        self.metrics.attempt(report.outcome.result_label()).inc();
+        self.metrics
+            .attempt_duration
+            .observe(report.duration.as_secs_f64());
+        let success = report.outcome.is_success();
+        if success {
+            self.stats.last_success_at = Some(at);
+        } else {
+            self.stats.last_failure_at = Some(at);
+        }
+        let (circuit, transition) =
+            self.circuit
+                .after_attempt(probe, success, report.retry_after, now);
+        self.circuit = circuit;
+        match transition {
+            Transition::Opened => {
+                tracing::warn!(
+                    endpoint = %self.endpoint.id,
+                    consecutive_failures = circuit.consecutive_failures,
+                    error = report.outcome.error().unwrap_or_default(),
+                    "endpoint failing; holding its queue and probing it"
+                );
+                self.publish_state();
+            }
+            Transition::Closed { open_for_ms } => {
+                tracing::info!(
+                    endpoint = %self.endpoint.id, failing_for_s = open_for_ms / 1000,
+                    backlog = self.queue.total(), "endpoint recovered; draining its queue"
+                );
+                self.publish_state();
+            }
+            Transition::ProbeFailed | Transition::Unchanged => {}
+        }
+        transition
+    }
+
+    fn attempt_finished(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: DeliveryId,
+        mut delivery: Delivery,
+        report: AttemptReport,
+        at: UnixMillis,
+    ) {
+        self.sending -= 1;
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::panic_on_event_type(&delivery.event_type);
+        let unsettled = self.unsettled.get(&id).copied().unwrap_or(Unsettled {
+            probe: false,
+            requeue: false,
+        });
+        let now = now_millis();
+        let n = delivery.attempts + 1;
+        let transition = self.note_attempt(&report, unsettled.probe, at, now);
+        let attempt = report.to_attempt(n, at);
+        let next = retry::after_attempt(
+            &self.settings.schedule,
+            delivery.retries_used,
+            Outcome {
+                success: report.outcome.is_success(),
+                retry_after: report.retry_after,
+            },
+            Overrides {
+                deleting: self.deleting,
+                requeue: unsettled.requeue,
+            },
+            now,
+            retry::jitter_draw(),
+        );
+        delivery.attempts = n;
+        delivery.updated_at = now;
+        (delivery.status, delivery.next_attempt_at) = match next {
+            Next::Succeeded => (DeliveryStatus::Succeeded, None),
+            Next::Retry { at, retries_used } => {
+                delivery.retries_used = retries_used;
+                (DeliveryStatus::Pending, Some(at))
+            }
+            Next::Failed => (DeliveryStatus::Failed, None),
+            Next::Cancelled => (DeliveryStatus::Cancelled, None),
+        };
+        self.note_final(delivery.status, 1);
+        let error = attempt.error.as_deref().unwrap_or("");
+        match delivery.status {
+            DeliveryStatus::Succeeded => tracing::debug!(
+                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
+                ms = attempt.duration_ms, "delivered"
+            ),
+            DeliveryStatus::Failed => tracing::warn!(
+                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
+                error, "delivery failed; schedule exhausted"
+            ),
+            _ if transition == Transition::ProbeFailed => tracing::debug!(
+                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
+                next_probe_in_ms = probe_in_ms(&self.circuit, now),
+                "probe failed; endpoint still failing"
+            ),
+            _ => tracing::info!(
+                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
+                retry_in_ms = delivery.next_attempt_at.map(|t| t - now),
+                "attempt failed"
+            ),
+        }
+        let old_due = self.queue.stored_due(id);
+        // The stats go with the result; a deleted endpoint's are not written back.
+        let stats = (!self.deleting).then(|| self.stats_snapshot());
+        let (status, next_at) = (delivery.status, delivery.next_attempt_at);
+        let update = DeliveryUpdate {
+            delivery,
+            attempt: Some(attempt),
+            old_due,
+        };
+        // Queued now, so the stats it carries are stored after those queued before.
+        let write = self.shared.store.write_results(vec![update], stats);
+        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
+            // On a failed write the stored state still says pending at the old due time, so a
+            // restart retries it; in this process it goes on as computed.
+            let stored = match &written {
+                Ok(()) => next_at,
+                Err(e) => {
+                    tracing::error!(delivery = %id, error = %e, "cannot store attempt result");
+                    old_due
+                }
+            };
+            // A retry asked for after the result was decided, while it was being stored.
+            let requeue = act.unsettled.remove(&id).is_some_and(|u| u.requeue);
+            match (status, next_at) {
+                (DeliveryStatus::Pending, Some(next)) => {
+                    act.queue.reschedule(id, next, stored.unwrap_or(next))
+                }
+                _ => act.queue.remove(id),
+            }
+            if requeue && status == DeliveryStatus::Failed && !act.deleting {
+                act.requeue_stored(ctx, id);
+            }
+            act.after_change(ctx);
+        }));
+        // Its request slot is free: the next delivery need not wait for this write.
+        self.after_change(ctx);
+    }
+}
+
+pub(super) async fn send(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    settings: &EndpointSettings,
+    delivery: &Delivery,
+    event: &Event,
+    at: UnixMillis,
+) -> AttemptReport {
+    let url = match &settings.url {
+        Ok(url) => url,
+        Err(e) => {
+            return AttemptReport {
+                outcome: AttemptOutcome::Other(format!("invalid url: {e}")),
+                duration: Duration::ZERO,
+                response_body: None,
+                retry_after: None,
+            }
+        }
+    };
+    let body = bytes::Bytes::copy_from_slice(event.payload.get().as_bytes());
+    shared
+        .sender
+        .send(WebhookRequest {
+            url,
+            signature_header: &settings.signature_header,
+            secrets: endpoint.signing_secrets(at).collect(),
+            event_id: &delivery.event_id,
+            event_type: &delivery.event_type,
+            attempt: delivery.attempts + 1,
+            body,
+            static_headers: endpoint.spec.headers.as_ref(),
+            timeout: settings.timeout,
+            // Receivers compare it with their own wall clock, not with hookd's.
+            timestamp: crate::clock::wall_millis() / 1000,
+        })
+        .await
+}
