@@ -76,6 +76,8 @@ pub struct StorageConfig {
     pub sync: bool,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
     pub min_free_bytes: u64,
 }
 
@@ -178,6 +180,9 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        if self.storage.prune_interval < Duration::from_secs(1) {
+            return invalid("storage.prune_interval", "must be at least 1s");
+        }
         let d = &self.delivery;
         if !(0.0..=1.0).contains(&d.retry_jitter) || d.retry_jitter.is_nan() {
             return invalid("delivery.retry_jitter", "must be between 0 and 1");
@@ -293,6 +298,7 @@ mod tests {
         assert!(c.storage.sync);
         assert_eq!(c.storage.retention, Duration::from_secs(7 * 86400));
         assert_eq!(c.storage.min_free_bytes, 256 << 20);
+        assert_eq!(c.storage.prune_interval, Duration::from_secs(300));
         assert_eq!(
             c.retry_schedule(),
             [60, 300, 1800, 7200, 86400].map(Duration::from_secs)

@@ -3,11 +3,11 @@
 
 use std::sync::OnceLock;
 
-/// `HOOKD_FAILPOINT_PANIC_EVENT_TYPE=T`: an endpoint actor panics when an attempt for an event
+/// `FAILPOINT_PANIC_EVENT_TYPE=T`: an endpoint actor panics when an attempt for an event
 /// of type `T` comes back, as a bug in the actor would.
 pub fn panic_on_event_type(event_type: &str) {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
-    let armed = ARMED.get_or_init(|| std::env::var("HOOKD_FAILPOINT_PANIC_EVENT_TYPE").ok());
+    let armed = ARMED.get_or_init(|| std::env::var("FAILPOINT_PANIC_EVENT_TYPE").ok());
     if armed.as_deref() == Some(event_type) {
         panic!("failpoint: endpoint actor panics on an attempt result for {event_type:?}");
     }

@@ -21,8 +21,6 @@ use crate::model::{
 };
 use crate::storage::StorageError;
 
-/// How often finished records older than `storage.retention` are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// Events one prune job looks at; bounded so the results behind it never wait long.
 const PRUNE_SCAN: usize = 2000;
 /// A wall clock further than this ahead of the newest stored event is worth a warning.
@@ -186,7 +184,8 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.prune(ctx);
-        ctx.run_interval(PRUNE_EVERY, |act, ctx| act.prune(ctx));
+        let every = self.shared.config.storage.prune_interval;
+        ctx.run_interval(every, |act, ctx| act.prune(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -9,7 +9,7 @@
 //! open database, so in practice that is how a failed fsync ends; a full disk that frees up
 //! ends with the probe.
 //!
-//! A writer sitting in one write or fsync for longer than [`super::writer::WEDGED_AFTER`] is
+//! A writer sitting in one write or fsync for longer than [`WEDGED_AFTER`] is
 //! wedged: storage is not healthy then either, and the systemd watchdog stops being fed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use crate::metrics::METRICS;
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long hookd keeps probing before it exits for systemd to restart it.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+/// How long a writer may sit in one write or fsync before storage counts as wedged.
+pub const WEDGED_AFTER: Duration = Duration::from_secs(10);
 
 /// The writer threads whose time in one write is watched.
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +107,7 @@ impl Health {
     /// Some writer has been in one write or fsync for longer than `WEDGED_AFTER`.
     pub fn wedged(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        let limit = super::writer::WEDGED_AFTER.as_millis() as u64;
+        let limit = WEDGED_AFTER.as_millis() as u64;
         self.busy_since.iter().any(|s| {
             let since = s.load(Ordering::Acquire);
             since != 0 && now.saturating_sub(since) > limit

@@ -1,9 +1,9 @@
 //! Durable state. [`Store`] is the only storage API; the files of this module are the only ones
 //! that import RocksDB. Records live in one column family per kind (see [`keys`]).
 //!
-//! - [`rocks`]: the front door — opening, reads, endpoint records, queueing work for writers;
-//! - [`writer`]: the group-commit, WAL-sync and results writer threads;
-//! - [`ordered`]: the one path by which a stored delivery changes;
+//! - `rocks`: the front door — opening, reads, endpoint records, queueing work for writers;
+//! - `writer`: the group-commit, WAL-sync and results writer threads;
+//! - [`Ordered`] (`ordered`): the one path by which a stored delivery changes;
 //! - [`health`]: storage faults, the probe, and when hookd gives up.
 //!
 //! Invariants:

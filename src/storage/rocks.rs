@@ -182,7 +182,7 @@ impl Store {
         })
     }
 
-    /// Queues `f` on the ordered writer (see [`super::ordered`]); it runs after every job
+    /// Queues `f` on the ordered writer (see [`super::Ordered`]); it runs after every job
     /// queued before this call, and before every job queued after. The job is queued by this
     /// call, not when the future is first polled.
     pub fn ordered<T, F>(

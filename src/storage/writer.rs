@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
@@ -403,6 +402,3 @@ fn commit(
     }
     Ok((results, in_batch.len() as u64))
 }
-
-/// How long a writer may sit in one write or fsync before storage counts as wedged.
-pub const WEDGED_AFTER: Duration = Duration::from_secs(10);

@@ -57,8 +57,19 @@ impl Hookd {
         self.dir.join("data")
     }
 
+    /// Sets (or with `None` removes) one of the environment variables the next start uses.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookd"));
+        // TEST_HOOKD_BIN runs these tests against another build (an older hookd, say).
+        let bin = std::env::var("TEST_HOOKD_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookd").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .current_dir(&self.dir)
             .env_remove("HOOKD_CONFIG")
@@ -133,6 +144,74 @@ impl Hookd {
                 panic!("hookd did not exit within 30 s of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for hookd to exit by itself; `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts hookd again on the same data directory (after it exited, or to restart it).
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// At rest: for each endpoint, `stats.pending`, `hookd_queue_depth` and the pending
+    /// deliveries in its history are the same number; returns those numbers.
+    pub fn assert_consistent(&self, endpoints: &[&str]) -> Vec<usize> {
+        let metrics = self.metrics_text();
+        endpoints
+            .iter()
+            .map(|ep| {
+                let (status, e) = self.get(&format!("/v1/endpoints/{ep}"));
+                assert_eq!(status, 200, "{e}");
+                let stats = e["stats"]["pending"].as_u64().unwrap() as usize;
+                let gauge = metric_value(&metrics, "hookd_queue_depth", ep)
+                    .unwrap_or_else(|| panic!("no hookd_queue_depth for {ep}"))
+                    as usize;
+                let history = self.history(ep, Some("pending")).len();
+                assert_eq!(
+                    (stats, gauge),
+                    (history, history),
+                    "{ep}: stats.pending, hookd_queue_depth and pending deliveries in the history"
+                );
+                history
+            })
+            .collect()
+    }
+
+    /// Every delivery in an endpoint's history (with `status`, if given), newest first.
+    pub fn history(&self, endpoint: &str, status: Option<&str>) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/endpoints/{endpoint}/deliveries?limit=500");
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (code, page) = self.get(&path);
+            assert_eq!(code, 200, "{page}");
+            out.extend(page["deliveries"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
         }
     }
 
@@ -389,6 +468,12 @@ impl Receiver {
         self.state.default_status.store(status, Ordering::SeqCst);
     }
 
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn set_retry_after(&self, value: Option<&str>) {
         *self.state.retry_after.lock().unwrap() = value.map(str::to_string);
     }
@@ -442,6 +527,83 @@ async fn receive(
         }
     }
     response.body(format!("answered {status}"))
+}
+
+/// One series' value from Prometheus text: `name{endpoint="label"...} value`.
+pub fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| l.contains(&format!("\"{label}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The LD_PRELOAD fault shim (`tests/shim/faults.c`), built once per test binary, and its
+/// control file: the wall clock's offset, WAL fsyncs to fail, and a delay for each WAL fsync.
+pub struct Faults {
+    ctl: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn shim() -> &'static PathBuf {
+    static SHIM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("libhookd_faults.so");
+        let tmp = dir.join(format!("libhookd_faults.{}.so", std::process::id()));
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/shim/faults.c");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&tmp)
+            .arg(src)
+            .arg("-ldl")
+            .status()
+            .expect("run cc for the fault shim");
+        assert!(status.success(), "cc failed to build the fault shim");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}
+
+impl Faults {
+    pub fn new() -> Faults {
+        let dir = tempfile::tempdir().unwrap();
+        let ctl = dir.path().join("faults.ctl");
+        std::fs::write(&ctl, [0u8; 16]).unwrap();
+        Faults { ctl, _dir: dir }
+    }
+
+    /// The environment that puts the shim into hookd.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", shim().display().to_string()),
+            ("FAULT_SHIM_CTL", self.ctl.display().to_string()),
+        ]
+    }
+
+    fn put(&self, offset: u64, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.ctl)
+            .unwrap();
+        f.write_all_at(bytes, offset).unwrap();
+    }
+
+    /// Steps hookd's wall clock to `offset_ms` from the real one.
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.put(0, &offset_ms.to_ne_bytes());
+    }
+
+    /// The next `n` WAL fsyncs fail with EIO.
+    pub fn fail_fsyncs(&self, n: i32) {
+        self.put(8, &n.to_ne_bytes());
+    }
+
+    /// Every WAL fsync takes `ms` longer.
+    pub fn delay_fsyncs(&self, ms: i32) {
+        self.put(12, &ms.to_ne_bytes());
+    }
 }
 
 pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
