@@ -538,6 +538,46 @@ pub fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A systemd notification socket: what hookd sends (`READY=1`, `WATCHDOG=1`, …), with when.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    got: Arc<Mutex<Vec<(Instant, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    pub fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let line = String::from_utf8_lossy(&buf[..n]).to_string();
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        NotifySocket {
+            path,
+            got,
+            _dir: dir,
+        }
+    }
+
+    /// When each message equal to `what` arrived.
+    pub fn times(&self, what: &str) -> Vec<Instant> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.trim() == what)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
 /// The LD_PRELOAD fault shim (`tests/shim/faults.c`), built once per test binary, and its
 /// control file: the wall clock's offset, WAL fsyncs to fail, and a delay for each WAL fsync.
 pub struct Faults {
