@@ -601,3 +601,85 @@ fn retry_recover_and_the_pruner_racing_leave_no_stray_or_doubled_record() {
         attempts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn delete_while_attempts_are_out_leaves_every_delivery_final() {
+    // 40 deliveries, 8 at a time out to a receiver that takes 400 ms, deleted mid-drain while
+    // ingest goes on: each ends cancelled or with its attempt's outcome, and nothing is left
+    // pending in storage for a restart to find.
+    let rx = Receiver::with(200, &[], Duration::from_millis(400));
+    let mut h = Hookd::start(&[]);
+    let (ep, _) = h.endpoint(
+        "del",
+        &rx.url,
+        &["fraud_detected"],
+        json!({"max_concurrency": 8}),
+    );
+    let events: Vec<Value> = (0..40)
+        .map(|i| event_body("del", &format!("del-{i}")))
+        .collect();
+    let (status, _) = h.post("/v1/events/batch", json!({ "events": events }));
+    assert_eq!(status, 200);
+    rx.wait_count(8, Duration::from_secs(10));
+    let base = h.base.clone();
+    let late = std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        for i in 0..20 {
+            let _ = http
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(ADMIN)
+                .json(&event_body("del", &format!("late-{i}")))
+                .send();
+        }
+    });
+    let (status, _) = h.delete(&format!("/v1/endpoints/{ep}"));
+    assert_eq!(status, 204);
+    late.join().unwrap();
+    let finals = ["cancelled", "succeeded"];
+    wait_until(Duration::from_secs(15), "every delivery final", || {
+        (0..40).all(|i| {
+            let (_, ev) = h.get(&format!("/v1/events/del-{i}?tenant=del"));
+            finals.contains(&ev["deliveries"][0]["status"].as_str().unwrap_or(""))
+        })
+    });
+    h.start_again();
+    assert!(
+        h.log_text()
+            .lines()
+            .filter(|l| l.contains("recovery finished"))
+            .all(|l| l.contains("pending=0") && l.contains("cancelled_orphans=0")),
+        "nothing pending or orphaned in storage after the delete: {}",
+        h.log_text()
+    );
+}
+
+#[test]
+fn a_retry_brought_forward_is_kept_across_a_crash() {
+    // One request at a time. A's first attempt fails and its retry is an hour away; while C's
+    // attempt is out, A is retried (brought forward), and hookd is killed before A can start.
+    let rx = Receiver::with(500, &[], Duration::ZERO);
+    let mut h = Hookd::start(&[]);
+    h.endpoint(
+        "fwd",
+        &rx.url,
+        &["fraud_detected"],
+        json!({"max_concurrency": 1, "retry_schedule": ["1h"]}),
+    );
+    let a = h.event_delivery("fwd", "fraud_detected", json!({"n": "a"}));
+    rx.wait_count(1, Duration::from_secs(10));
+    rx.set_status(200);
+    rx.set_delay(Duration::from_secs(5));
+    h.event("fwd", "fraud_detected", json!({"n": "c"}));
+    rx.wait_count(2, Duration::from_secs(10));
+    let (status, _) = h.post_empty(&format!("/v1/deliveries/{a}/retry"));
+    assert_eq!(status, 202);
+    let d = h.delivery(&a);
+    assert_eq!(d["status"], "pending", "{d}");
+    h.kill();
+    rx.set_delay(Duration::ZERO);
+    let sent_before = rx.count();
+    h.start_again();
+    // A goes out now, not in an hour.
+    h.wait_delivery_status(&a, "succeeded", Duration::from_secs(10));
+    assert!(rx.count() > sent_before);
+}
