@@ -1,6 +1,7 @@
 //! hookd's one timeline. Every time hookd stores or compares — due times, attempt times, ids,
 //! the prune cutoff — is read from [`now_millis`]: the wall clock as it was when the process
-//! started (or the newest stored record, if that is later), advanced by the monotonic clock.
+//! started (or the newest stored record, if that is up to a day later), advanced by the
+//! monotonic clock.
 //!
 //! Why: a retry due in 2 s must go out in 2 s whatever happens to the wall clock meanwhile.
 //! Waiting on timers alone is not enough, because a timer that fires is checked against "now";

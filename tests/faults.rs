@@ -683,3 +683,35 @@ fn a_retry_brought_forward_is_kept_across_a_crash() {
     h.wait_delivery_status(&a, "succeeded", Duration::from_secs(10));
     assert!(rx.count() > sent_before);
 }
+
+#[test]
+fn a_clock_stepped_back_across_a_restart_holds_no_stored_retry() {
+    let faults = Faults::new();
+    let rx = Receiver::with(500, &[], Duration::ZERO);
+    let mut h = start(&faults, &[]);
+    h.endpoint(
+        "back",
+        &rx.url,
+        &["fraud_detected"],
+        json!({"retry_schedule": ["3s"]}),
+    );
+    let id = h.event_delivery("back", "fraud_detected", json!({}));
+    wait_until(Duration::from_secs(10), "first attempt stored", || {
+        h.delivery(&id)["next_attempt_at"].is_string() && h.delivery(&id)["attempts"][0].is_object()
+    });
+    rx.set_status(200);
+    h.kill();
+    // Back an hour while hookd is down.
+    faults.set_clock_offset(-3_600_000);
+    let restarted = Instant::now();
+    h.start_again();
+    let d = h.wait_delivery_status(&id, "succeeded", Duration::from_secs(8));
+    assert!(restarted.elapsed() < Duration::from_secs(8));
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 2, "{d}");
+    assert!(
+        h.log_text()
+            .contains("the wall clock is behind the newest stored event"),
+        "{}",
+        h.log_text()
+    );
+}

@@ -23,8 +23,9 @@ use crate::storage::StorageError;
 
 /// Events one prune job looks at; bounded so the results behind it never wait long.
 const PRUNE_SCAN: usize = 2000;
-/// A wall clock further than this ahead of the newest stored event is worth a warning.
-const CLOCK_AHEAD_WARNING: Duration = Duration::from_secs(24 * 3600);
+/// The largest wall-clock step hookd rides out across a restart (API.md §9: up to a day);
+/// beyond it, a gap to the newest stored event is only logged.
+const CLOCK_STEP_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 pub struct Supervisor {
     shared: Arc<Shared>,
@@ -104,20 +105,29 @@ pub async fn start(
     ))
 }
 
-/// hookd's clock never starts behind the newest stored record (a wall clock stepped back
-/// across a restart would otherwise hold every stored retry for the length of the step); one
-/// far ahead of it is only worth a warning, since hookd may simply have been stopped that long.
+/// hookd's clock does not start behind the newest stored record when the wall clock was
+/// stepped back by up to a day (a step back across a restart would otherwise hold every stored
+/// retry for the length of the step). A gap of more than a day is taken to be an earlier clock
+/// that was wrong, not this one, and is only logged, so that a fixed clock is not overruled
+/// forever. A clock far ahead of the newest record is logged too: hookd may simply have been
+/// stopped that long, or the clock is wrong and the first prune would remove records early.
 fn check_clock(newest: Option<UnixMillis>) {
     let Some(newest) = newest else { return };
-    let raised = crate::clock::raise_floor(newest);
-    if raised > 1000 {
+    let behind = newest - now_millis();
+    if behind > CLOCK_STEP_LIMIT.as_millis() as i64 {
         tracing::warn!(
-            behind_ms = raised,
+            behind_s = behind / 1000,
+            newest_event = %crate::model::rfc3339(newest),
+            "the newest stored event is more than a day ahead of the wall clock; keeping the wall clock (stored retries due in that future wait for it)"
+        );
+    } else if crate::clock::raise_floor(newest) > 1000 {
+        tracing::warn!(
+            behind_ms = behind,
             "the wall clock is behind the newest stored event; hookd's clock starts from that event instead"
         );
     }
     let ahead = now_millis() - newest;
-    if ahead > CLOCK_AHEAD_WARNING.as_millis() as i64 {
+    if ahead > CLOCK_STEP_LIMIT.as_millis() as i64 {
         tracing::warn!(
             ahead_s = ahead / 1000,
             newest_event = %crate::model::rfc3339(newest),

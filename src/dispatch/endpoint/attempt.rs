@@ -185,8 +185,19 @@ impl EndpointActor {
                 }
                 _ => act.queue.remove(id),
             }
-            if requeue && status == DeliveryStatus::Failed && !act.deleting {
-                act.requeue_stored(ctx, id);
+            // A retry asked for while its result was being stored: failed for good, it is
+            // queued again; waiting for a retry, it is due now.
+            if requeue && !act.deleting {
+                match status {
+                    DeliveryStatus::Failed => act.requeue_stored(ctx, id),
+                    DeliveryStatus::Pending => {
+                        // Paged out: storage knows where it is.
+                        if !act.bring_forward_now(ctx, id, now_millis()) {
+                            act.requeue_stored(ctx, id);
+                        }
+                    }
+                    _ => {}
+                }
             }
             act.after_change(ctx);
         }));

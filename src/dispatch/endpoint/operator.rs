@@ -70,13 +70,7 @@ impl Handler<RetryDelivery> for EndpointActor {
             u.requeue = true;
             return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
         }
-        if self.queue.is_waiting(id) {
-            let stored = self.queue.stored_due(id);
-            self.queue.bring_forward(id, now);
-            if let Some(from) = stored.filter(|&from| from > now) {
-                self.queue.set_stored(id, now);
-                self.store_moves(ctx, vec![(id, from, now)]);
-            }
+        if self.bring_forward_now(ctx, id, now) {
             self.cancel_timer(ctx);
             self.pump(ctx);
             return Box::pin(fut::ready(Ok(RetryOutcome::BroughtForward)));
@@ -92,6 +86,24 @@ impl Handler<RetryDelivery> for EndpointActor {
 }
 
 impl EndpointActor {
+    /// A waiting delivery due at `now`, in memory and in storage; false if it is not waiting.
+    pub(super) fn bring_forward_now(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: DeliveryId,
+        now: UnixMillis,
+    ) -> bool {
+        let stored = self.queue.stored_due(id);
+        if !self.queue.bring_forward(id, now) {
+            return false;
+        }
+        if let Some(from) = stored.filter(|&from| from > now) {
+            self.queue.set_stored(id, now);
+            self.store_moves(ctx, vec![(id, from, now)]);
+        }
+        true
+    }
+
     /// What the ordered writer found and did for a retry, applied to the queue.
     fn apply_requeued(&mut self, id: DeliveryId, found: Requeued, now: UnixMillis) -> RetryOutcome {
         match found {
@@ -117,8 +129,8 @@ impl EndpointActor {
         }
     }
 
-    /// A retry asked for while an attempt was out, which then failed for good: queued again
-    /// now with a fresh schedule.
+    /// A retry asked for while an attempt was out, applied once its result is stored: the
+    /// delivery is queued again now (on a fresh schedule if it had failed).
     pub(super) fn requeue_stored(&mut self, ctx: &mut Context<Self>, id: DeliveryId) {
         let now = now_millis();
         let requeue = self.shared.store.ordered(move |o| o.requeue_one(id, now));
@@ -126,10 +138,10 @@ impl EndpointActor {
             match r {
                 Ok(found) => {
                     act.apply_requeued(id, found, now);
-                    tracing::info!(endpoint = %act.endpoint.id, delivery = %id, "retried as asked during its last attempt");
+                    tracing::info!(endpoint = %act.endpoint.id, delivery = %id, "retried as asked while its attempt was out");
                 }
                 Err(e) => {
-                    tracing::error!(endpoint = %act.endpoint.id, delivery = %id, error = %e, "cannot requeue a delivery retried during its last attempt")
+                    tracing::error!(endpoint = %act.endpoint.id, delivery = %id, error = %e, "cannot requeue a delivery retried while its attempt was out")
                 }
             }
             act.after_change(ctx);
