@@ -190,11 +190,9 @@ impl EndpointActor {
             if requeue && !act.deleting {
                 match status {
                     DeliveryStatus::Failed => act.requeue_stored(ctx, id),
-                    DeliveryStatus::Pending => {
-                        // Paged out: storage knows where it is.
-                        if !act.bring_forward_now(ctx, id, now_millis()) {
-                            act.requeue_stored(ctx, id);
-                        }
+                    // Paged out: storage knows where it is.
+                    DeliveryStatus::Pending if !act.bring_forward_now(ctx, id, now_millis()) => {
+                        act.requeue_stored(ctx, id)
                     }
                     _ => {}
                 }
