@@ -148,6 +148,7 @@ fn a_client_reset_mid_ingest_strands_nothing() {
         let got = received_ids(&rx);
         ids.iter().all(|id| got.contains(id))
     });
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
     assert!(
         received_attempts(&rx).values().all(|&n| n == 1),
@@ -254,6 +255,7 @@ fn a_failed_wal_fsync_is_a_fault_hookd_rides_out() {
             acked.iter().all(|id| got.contains(id))
         },
     );
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
     let (status, _) = h.post("/v1/events", event_body("fsync", "later"));
     assert_eq!(status, 202, "writing again");
@@ -333,6 +335,7 @@ fn a_slow_fsync_during_drain_and_ingest_sends_no_attempt_twice() {
         twice.is_empty(),
         "sent twice as the same attempt: {twice:?}"
     );
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
     let succeeded = h.history(&ep, Some("succeeded")).len();
     assert_eq!(succeeded, ids.len());
@@ -350,11 +353,11 @@ fn a_wall_clock_step_delays_no_retry_or_probe() {
     let h = start(&faults, &[]);
     // A retry due in 2 s, the wall clock stepped back an hour meanwhile.
     let rx = Receiver::with(500, &[], Duration::ZERO);
-    h.endpoint(
+    let (ep1, _) = h.endpoint(
         "clock",
         &rx.url,
         &["fraud_detected"],
-        json!({"retry_schedule": ["2s", "2s"]}),
+        json!({"retry_schedule": ["2s", "2s", "2s"]}),
     );
     h.event("clock", "fraud_detected", json!({}));
     rx.wait_count(1, Duration::from_secs(10));
@@ -377,7 +380,7 @@ fn a_wall_clock_step_delays_no_retry_or_probe() {
     // A probe due in 1 s once the circuit opens, the clock stepped back meanwhile.
     faults.set_clock_offset(0);
     let probe_rx = Receiver::with(500, &[], Duration::ZERO);
-    h.endpoint(
+    let (ep2, _) = h.endpoint(
         "clock2",
         &probe_rx.url,
         &["fraud_detected"],
@@ -392,6 +395,10 @@ fn a_wall_clock_step_delays_no_retry_or_probe() {
         probe >= Duration::from_millis(900) && probe < Duration::from_millis(2500),
         "probe after a step back: {probe:?}"
     );
+    // Both receivers come back; everything is delivered and the counts agree.
+    rx.set_status(200);
+    probe_rx.set_status(200);
+    h.wait_all_delivered(&[&ep1, &ep2], Duration::from_secs(15));
 }
 
 #[test]
@@ -411,6 +418,7 @@ fn a_forward_clock_step_prunes_nothing_early() {
     assert_eq!((status, res["duplicate"].as_bool()), (200, Some(true)));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(rx.count(), 1, "the duplicate was not sent again");
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
     // Started with the clock far ahead of the newest record: a warning says so.
     h.start_again();
@@ -483,6 +491,7 @@ fn retry_or_recover_during_the_last_attempt_is_honoured() {
     rx.set_status(200);
     rx.set_delay(Duration::ZERO);
     h.wait_delivery_status(&recovered, "succeeded", Duration::from_secs(10));
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
 }
 
@@ -519,6 +528,7 @@ fn a_panicking_actor_aborts_and_recovery_delivers() {
     );
     let id = h.delivery_ids("panic", "boom-1").remove(0);
     h.wait_delivery_status(&id, "succeeded", Duration::from_secs(10));
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
 }
 
@@ -593,6 +603,7 @@ fn retry_recover_and_the_pruner_racing_leave_no_stray_or_doubled_record() {
     h.assert_consistent(&[&ep]);
     // A `due` entry left behind by a lost race would count as pending after a restart.
     h.start_again();
+    h.wait_all_delivered(&[&ep], Duration::from_secs(15));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
     let attempts = received_attempts(&rx);
     assert!(
@@ -659,7 +670,7 @@ fn a_retry_brought_forward_is_kept_across_a_crash() {
     // attempt is out, A is retried (brought forward), and hookd is killed before A can start.
     let rx = Receiver::with(500, &[], Duration::ZERO);
     let mut h = Hookd::start(&[]);
-    h.endpoint(
+    let (ep, _) = h.endpoint(
         "fwd",
         &rx.url,
         &["fraud_detected"],
@@ -682,6 +693,7 @@ fn a_retry_brought_forward_is_kept_across_a_crash() {
     // A goes out now, not in an hour.
     h.wait_delivery_status(&a, "succeeded", Duration::from_secs(10));
     assert!(rx.count() > sent_before);
+    h.wait_all_delivered(&[&ep], Duration::from_secs(10));
 }
 
 #[test]
@@ -689,7 +701,7 @@ fn a_clock_stepped_back_across_a_restart_holds_no_stored_retry() {
     let faults = Faults::new();
     let rx = Receiver::with(500, &[], Duration::ZERO);
     let mut h = start(&faults, &[]);
-    h.endpoint(
+    let (ep, _) = h.endpoint(
         "back",
         &rx.url,
         &["fraud_detected"],
@@ -714,4 +726,6 @@ fn a_clock_stepped_back_across_a_restart_holds_no_stored_retry() {
         "{}",
         h.log_text()
     );
+    h.wait_all_delivered(&[&ep], Duration::from_secs(10));
+    assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
 }

@@ -169,9 +169,9 @@ impl Hookd {
         self.spawn();
     }
 
-    /// At rest: for each endpoint, `stats.pending`, `hookd_queue_depth` and the pending
-    /// deliveries in its history are the same number; returns those numbers.
-    pub fn assert_consistent(&self, endpoints: &[&str]) -> Vec<usize> {
+    /// For each endpoint: (`stats.pending`, `hookd_queue_depth`, pending deliveries in its
+    /// history).
+    pub fn pending_counts(&self, endpoints: &[&str]) -> Vec<(usize, usize, usize)> {
         let metrics = self.metrics_text();
         endpoints
             .iter()
@@ -182,7 +182,27 @@ impl Hookd {
                 let gauge = metric_value(&metrics, "hookd_queue_depth", ep)
                     .unwrap_or_else(|| panic!("no hookd_queue_depth for {ep}"))
                     as usize;
-                let history = self.history(ep, Some("pending")).len();
+                (stats, gauge, self.history(ep, Some("pending")).len())
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until no endpoint has anything pending, by every count.
+    pub fn wait_all_delivered(&self, endpoints: &[&str], within: Duration) {
+        wait_until(within, "nothing pending", || {
+            self.pending_counts(endpoints)
+                .iter()
+                .all(|&c| c == (0, 0, 0))
+        });
+    }
+
+    /// At rest: for each endpoint, `stats.pending`, `hookd_queue_depth` and the pending
+    /// deliveries in its history are the same number; returns those numbers.
+    pub fn assert_consistent(&self, endpoints: &[&str]) -> Vec<usize> {
+        self.pending_counts(endpoints)
+            .into_iter()
+            .zip(endpoints)
+            .map(|((stats, gauge, history), ep)| {
                 assert_eq!(
                     (stats, gauge),
                     (history, history),
