@@ -220,6 +220,43 @@ pub struct EndpointSpec {
     pub retry_schedule: Option<Vec<HumanDuration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// An endpoint's throttle: at most `burst` attempts at once, then `per_second` on average.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    pub const MIN_PER_SECOND: f64 = 0.01;
+    pub const MAX_PER_SECOND: f64 = 100_000.0;
+    pub const MAX_BURST: u32 = 100_000;
+
+    /// The first field out of range, with what is wrong with it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(Self::MIN_PER_SECOND..=Self::MAX_PER_SECOND).contains(&self.per_second) {
+            return Err((
+                "rate_limit.per_second",
+                format!(
+                    "must be between {} and {}",
+                    Self::MIN_PER_SECOND,
+                    Self::MAX_PER_SECOND
+                ),
+            ));
+        }
+        if !(1..=Self::MAX_BURST).contains(&self.burst) {
+            return Err((
+                "rate_limit.burst",
+                format!("must be between 1 and {}", Self::MAX_BURST),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl EndpointSpec {
@@ -315,6 +352,9 @@ pub struct EndpointStats {
     pub failing_since: Option<UnixMillis>,
     /// Probes that failed since the circuit opened; each one lengthens the next interval.
     pub failed_probes: u32,
+    /// The rate limit's bucket as last stored: (tokens, at), so a restart grants no new burst.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_tokens: Option<(f64, UnixMillis)>,
 }
 
 /// The result of one HTTP attempt, as stored and shown.

@@ -136,6 +136,11 @@ fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
             return fail(&format!("retry_schedule[{i}]"), "is longer than 30 days");
         }
     }
+    if let Some(limit) = &spec.rate_limit {
+        limit
+            .check()
+            .or_else(|(field, message)| fail(field, message))?;
+    }
     if let Some(headers) = &spec.headers {
         if headers.len() > MAX_HEADERS {
             return fail("headers", format!("more than {MAX_HEADERS} headers"));
@@ -185,6 +190,7 @@ pub fn view(endpoint: &Endpoint, config: &Config) -> Value {
         "timeout": HumanDuration(s.timeout),
         "retry_schedule": schedule,
         "headers": endpoint.spec.headers.clone().unwrap_or_default(),
+        "rate_limit": endpoint.spec.rate_limit,
         "status": endpoint.status,
         "created_at": rfc3339(endpoint.created_at),
         "updated_at": rfc3339(endpoint.updated_at),

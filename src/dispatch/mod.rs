@@ -15,6 +15,7 @@
 pub mod circuit;
 mod endpoint;
 pub mod queue;
+pub mod rate;
 pub mod retry;
 mod supervisor;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::EndpointActor;
+use crate::dispatch::rate::TokenBucket;
 use crate::dispatch::retry::EndpointSettings;
 use crate::model::{now_millis, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointStatus};
 use crate::storage::Loaded;
@@ -77,11 +78,20 @@ impl Handler<Reconfigure> for EndpointActor {
 
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
         let resumed = self.paused() && msg.0.status == EndpointStatus::Active;
+        let now = now_millis();
+        self.bucket = match (self.bucket.take(), msg.0.spec.rate_limit) {
+            (Some(mut b), Some(limit)) => {
+                b.relimit(limit, now);
+                Some(b)
+            }
+            (None, Some(limit)) => Some(TokenBucket::full(limit, now)),
+            (_, None) => None,
+        };
         self.settings = EndpointSettings::resolve(&msg.0.spec, &self.shared.config.delivery);
         self.endpoint = msg.0;
         self.publish_state();
         if resumed {
-            let moves = self.queue.make_all_due(now_millis());
+            let moves = self.queue.make_all_due(now);
             tracing::info!(endpoint = %self.endpoint.id, backlog = self.queue.total(), "resumed");
             self.store_moves(ctx, moves);
         }

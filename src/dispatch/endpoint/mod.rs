@@ -49,6 +49,7 @@ use rustc_hash::FxHashMap;
 
 use super::circuit::CircuitState;
 use super::queue::PendingQueue;
+use super::rate::TokenBucket;
 use super::retry::EndpointSettings;
 use super::Shared;
 use crate::metrics::{EndpointMetrics, EndpointState};
@@ -90,6 +91,8 @@ pub struct EndpointActor {
     /// Counts and last outcomes, as stored; the circuit's part is kept in `circuit`.
     stats: EndpointStats,
     circuit: CircuitState,
+    /// The rate limit's bucket, when the endpoint has one.
+    bucket: Option<TokenBucket>,
     /// Stats-only writes not yet stored; shutdown waits for them.
     stats_writes: usize,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
@@ -115,7 +118,15 @@ impl EndpointActor {
         handed_over: u64,
     ) -> EndpointActor {
         let settings = EndpointSettings::resolve(&endpoint.spec, &shared.config.delivery);
-        let circuit = CircuitState::restore(&stats, now_millis());
+        let now = now_millis();
+        let circuit = CircuitState::restore(&stats, now);
+        let bucket = endpoint
+            .spec
+            .rate_limit
+            .map(|limit| match stats.rate_tokens {
+                Some(stored) => TokenBucket::restore(limit, stored, now),
+                None => TokenBucket::full(limit, now),
+            });
         let actor = EndpointActor {
             metrics: EndpointMetrics::new(&endpoint.id.to_string()),
             endpoint,
@@ -129,6 +140,7 @@ impl EndpointActor {
             tests_in_flight: 0,
             stats,
             circuit,
+            bucket,
             stats_writes: 0,
             deleting: false,
             cancelling: false,
@@ -198,13 +210,22 @@ impl EndpointActor {
         let admission = self
             .circuit
             .admission(self.settings.max_concurrency, self.sending);
-        let (mut room, not_before) = (admission.room, admission.not_before);
+        let tokens = self
+            .bucket
+            .as_mut()
+            .map_or(usize::MAX, |b| b.available(now));
+        let (mut room, not_before) = (admission.room.min(tokens), admission.not_before);
+        let mut started = 0;
         while room > 0 {
             match self.queue.first() {
                 Some((due, _)) if due.max(not_before) <= now => match self.queue.start_first() {
                     Some((id, loaded)) => {
+                        if let Some(b) = self.bucket.as_mut() {
+                            b.take(now);
+                        }
                         self.start_attempt(ctx, id, loaded, admission.probe);
                         room -= 1;
+                        started += 1;
                     }
                     None => {
                         self.read_ahead(ctx, now);
@@ -221,7 +242,17 @@ impl EndpointActor {
         {
             self.read_ahead(ctx, now);
         }
+        // Out of tokens with requests to spare: the bucket says when to look again.
+        let next_token = self
+            .bucket
+            .as_ref()
+            .filter(|_| room == 0 && admission.room > started)
+            .map(TokenBucket::next_token_at);
         match self.queue.first() {
+            Some((due, _)) if next_token.is_some() && due.max(not_before) <= now => {
+                let at = next_token.unwrap_or(now);
+                self.wake_at(ctx, at, now)
+            }
             // No room: a finishing attempt pumps again.
             _ if room == 0 => self.cancel_timer(ctx),
             // Due but not read yet: the read-ahead pumps when it lands.
@@ -377,6 +408,7 @@ impl EndpointActor {
     fn stats_snapshot(&self) -> (crate::model::EndpointId, EndpointStats) {
         let mut stats = self.stats.clone();
         self.circuit.store_in(&mut stats);
+        stats.rate_tokens = self.bucket.as_ref().map(TokenBucket::snapshot);
         (self.endpoint.id, stats)
     }
 

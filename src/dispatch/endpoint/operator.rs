@@ -211,6 +211,10 @@ impl Handler<SendTest> for EndpointActor {
         let now = now_millis();
         let endpoint = self.endpoint.clone();
         let (event, mut delivery) = test_event(&endpoint, msg.event_type, now);
+        // It goes out now whatever the rate limit says, and counts against it.
+        if let Some(b) = self.bucket.as_mut() {
+            b.charge(now);
+        }
         self.tests_in_flight += 1;
         let shared = self.shared.clone();
         let settings = self.settings.clone();

@@ -1,0 +1,143 @@
+//! Delivery policy per endpoint (API.md §11), against the real binary: the rate limit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Most arrivals in any window of `window` (sliding over the arrivals themselves).
+fn max_in_window(at: &[Instant], window: Duration) -> usize {
+    let mut best = 0;
+    let mut j = 0;
+    for i in 0..at.len() {
+        while at[i].duration_since(at[j]) >= window {
+            j += 1;
+        }
+        best = best.max(i - j + 1);
+    }
+    best
+}
+
+fn count_between(at: &[Instant], from: Instant, to: Instant) -> usize {
+    at.iter().filter(|t| **t >= from && **t < to).count()
+}
+
+#[test]
+fn a_rate_limit_holds_over_every_window_across_a_restart_and_a_patch() {
+    let rx = Receiver::start();
+    let mut h = Hookd::start(&[]);
+    let (ep, _) = h.endpoint(
+        "rate",
+        &rx.url,
+        &["*"],
+        json!({"rate_limit": {"per_second": 100, "burst": 10}}),
+    );
+    let (status, e) = h.get(&format!("/v1/endpoints/{ep}"));
+    assert_eq!(status, 200);
+    assert_eq!(e["rate_limit"], json!({"per_second": 100.0, "burst": 10}));
+    h.post_empty(&format!("/v1/endpoints/{ep}/pause"));
+    for b in 0..20 {
+        let events: Vec<Value> = (0..100)
+            .map(|j| json!({"id": format!("r-{b}-{j}"), "tenant": "rate", "type": "x", "payload": {}}))
+            .collect();
+        let (status, _) = h.post("/v1/events/batch", json!({ "events": events }));
+        assert_eq!(status, 200);
+    }
+    let resumed = Instant::now();
+    h.post_empty(&format!("/v1/endpoints/{ep}/resume"));
+    std::thread::sleep(Duration::from_secs(6));
+    // The sustained rate of the backlog, leaving out the first second's burst.
+    let at: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    let steady = count_between(
+        &at,
+        resumed + Duration::from_secs(1),
+        resumed + Duration::from_secs(6),
+    );
+    let rate = steady as f64 / 5.0;
+    assert!(
+        (95.0..=105.0).contains(&rate),
+        "sustained {rate}/s for a limit of 100/s"
+    );
+
+    // kill -9 and restart: the bucket is what it was, not a fresh burst on top.
+    h.kill();
+    h.start_again();
+    let restarted = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let at: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    let first_second = count_between(&at, restarted, restarted + Duration::from_secs(1));
+    assert!(
+        first_second <= 110,
+        "{first_second} starts in the first second after a restart"
+    );
+
+    // A PATCH takes effect within a second.
+    let (status, res) = h.patch(
+        &format!("/v1/endpoints/{ep}"),
+        json!({"rate_limit": {"per_second": 300, "burst": 10}}),
+    );
+    assert_eq!(status, 200, "{res}");
+    let patched = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let at: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    let faster = count_between(
+        &at,
+        patched + Duration::from_secs(1),
+        patched + Duration::from_secs(2),
+    );
+    assert!(
+        (250..=320).contains(&faster),
+        "{faster} starts in a second at 300/s"
+    );
+
+    wait_until(Duration::from_secs(20), "backlog drained", || {
+        h.pending_counts(&[&ep]) == vec![(0, 0, 0)]
+    });
+    let at: Vec<Instant> = rx.received().iter().map(|r| r.at).collect();
+    // Before the PATCH the limit was 100/s with a burst of 10.
+    let before_patch: Vec<Instant> = at.iter().copied().filter(|t| *t < patched).collect();
+    let most = max_in_window(&before_patch, Duration::from_secs(10));
+    eprintln!(
+        "sustained {rate}/s; {first_second} in the first second after kill -9; \
+         {faster}/s after the PATCH to 300/s; at most {most} in any 10 s before it"
+    );
+    assert!(
+        most <= 1010,
+        "{most} starts in a 10 s window at 100/s, burst 10"
+    );
+    // null removes the limit.
+    let (status, res) = h.patch(&format!("/v1/endpoints/{ep}"), json!({"rate_limit": null}));
+    assert_eq!((status, &res["rate_limit"]), (200, &Value::Null), "{res}");
+}
+
+#[test]
+fn a_bad_rate_limit_is_refused_naming_the_field() {
+    let rx = Receiver::start();
+    let h = Hookd::start(&[]);
+    for (limit, field) in [
+        (
+            json!({"per_second": 0, "burst": 1}),
+            "rate_limit.per_second",
+        ),
+        (
+            json!({"per_second": 1e6, "burst": 1}),
+            "rate_limit.per_second",
+        ),
+        (json!({"per_second": 10, "burst": 0}), "rate_limit.burst"),
+        (json!({"per_second": 10}), "rate_limit"),
+        (
+            json!({"per_second": 10, "burst": 1, "extra": 1}),
+            "rate_limit",
+        ),
+    ] {
+        let (status, res) = h.post(
+            "/v1/endpoints",
+            json!({"tenant": "bad", "url": rx.url, "event_types": ["*"], "rate_limit": limit}),
+        );
+        assert_eq!(status, 400, "{limit}: {res}");
+        let message = res["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{limit}: {message}");
+    }
+}
