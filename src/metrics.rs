@@ -19,6 +19,23 @@ const DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
+/// Waits before an attempt starts: from milliseconds (a free slot) to hours (a held backlog).
+const WAIT_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0,
+];
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        &["endpoint"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
 /// An endpoint's state as `hookd_endpoint_state` and `stats.state` show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndpointState {
@@ -84,6 +101,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub attempts: IntCounterVec,
     pub attempt_duration: HistogramVec,
+    pub first_attempt_delay: HistogramVec,
+    pub delivery_lag: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub in_flight: IntGaugeVec,
     pub endpoint_state: IntGaugeVec,
@@ -164,6 +183,18 @@ impl Metrics {
                 &["endpoint", "result"],
             ),
             attempt_duration,
+            first_attempt_delay: histogram(
+                &registry,
+                "hookd_first_attempt_delay_seconds",
+                "From an event's receipt to the start of its delivery's first attempt.",
+                &WAIT_BUCKETS,
+            ),
+            delivery_lag: histogram(
+                &registry,
+                "hookd_delivery_lag_seconds",
+                "From when an attempt was due to when it started.",
+                &WAIT_BUCKETS,
+            ),
             queue_depth: gauge(
                 &registry,
                 "hookd_queue_depth",
@@ -244,6 +275,8 @@ impl Metrics {
         let _ = self.in_flight.remove_label_values(&[endpoint]);
         let _ = self.oldest_pending_age.remove_label_values(&[endpoint]);
         let _ = self.attempt_duration.remove_label_values(&[endpoint]);
+        let _ = self.first_attempt_delay.remove_label_values(&[endpoint]);
+        let _ = self.delivery_lag.remove_label_values(&[endpoint]);
         for s in EndpointState::ALL {
             let _ = self
                 .endpoint_state
@@ -282,6 +315,8 @@ pub struct EndpointMetrics {
     pub in_flight: IntGauge,
     pub oldest_pending_age: IntGauge,
     pub attempt_duration: Histogram,
+    pub first_attempt_delay: Histogram,
+    pub delivery_lag: Histogram,
     /// Created on first use, so /metrics lists only what happened.
     attempts: HashMap<&'static str, IntCounter>,
     deliveries: HashMap<DeliveryOutcome, IntCounter>,
@@ -296,6 +331,8 @@ impl EndpointMetrics {
             in_flight: m.in_flight.with_label_values(&[endpoint]),
             oldest_pending_age: m.oldest_pending_age.with_label_values(&[endpoint]),
             attempt_duration: m.attempt_duration.with_label_values(&[endpoint]),
+            first_attempt_delay: m.first_attempt_delay.with_label_values(&[endpoint]),
+            delivery_lag: m.delivery_lag.with_label_values(&[endpoint]),
             attempts: HashMap::new(),
             deliveries: HashMap::new(),
         }

@@ -141,3 +141,83 @@ fn a_bad_rate_limit_is_refused_naming_the_field() {
         assert!(message.contains(field), "{limit}: {message}");
     }
 }
+
+/// Cumulative count of `hookd_first_attempt_delay_seconds` for `endpoint` at `le`, and in all.
+fn first_attempt_delays(h: &Hookd, endpoint: &str, le: &str) -> (f64, f64) {
+    let text = h.metrics_text();
+    let series = |suffix: &str, extra: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("hookd_first_attempt_delay_seconds_{suffix}{{"))
+                    && l.contains(&format!("endpoint=\"{endpoint}\""))
+                    && l.contains(extra)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        series("bucket", &format!("le=\"{le}\"")),
+        series("count", ""),
+    )
+}
+
+#[test]
+fn first_attempts_start_at_once_behind_ten_thousand_due_retries() {
+    // Every other request fails, so the circuit stays closed while half of everything needs
+    // a retry.
+    let script: Vec<u16> = (0..100_000)
+        .map(|i| if i % 2 == 0 { 500 } else { 200 })
+        .collect();
+    let rx = Receiver::with(200, &script, Duration::ZERO);
+    let h = Hookd::start(&[]);
+    let schedule: Vec<&str> = vec!["1s"; 20];
+    let (ep, _) = h.endpoint(
+        "fresh",
+        &rx.url,
+        &["*"],
+        json!({ "retry_schedule": schedule }),
+    );
+    for b in 0..200 {
+        let events: Vec<Value> = (0..100)
+            .map(|j| json!({"id": format!("old-{b}-{j}"), "tenant": "fresh", "type": "x", "payload": {}}))
+            .collect();
+        let (status, _) = h.post("/v1/events/batch", json!({ "events": events }));
+        assert_eq!(status, 200);
+    }
+    wait_until(
+        Duration::from_secs(120),
+        "every old event attempted once",
+        || rx.count() >= 20_000,
+    );
+    // Now the receiver answers slowly: the retries keep coming due and pile up, and keep
+    // their share of the endpoint's 16 request slots busy.
+    rx.set_delay(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, e) = h.get(&format!("/v1/endpoints/{ep}"));
+    let pending = e["stats"]["pending"].as_u64().unwrap();
+    assert!(pending >= 9_000, "{pending} retries queued: {e}");
+    assert_eq!(
+        e["stats"]["state"], "active",
+        "the circuit stays closed: {e}"
+    );
+
+    let (fast_before, all_before) = first_attempt_delays(&h, &ep, "0.1");
+    for i in 0..200 {
+        h.post(
+            "/v1/events",
+            json!({"id": format!("new-{i}"), "tenant": "fresh", "type": "x", "payload": {}}),
+        );
+        // 20 new events a second at 150 ms each need about 3 of the 8 slots kept for them.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "200 first attempts started",
+        || first_attempt_delays(&h, &ep, "0.1").1 - all_before >= 200.0,
+    );
+    let (fast_after, all_after) = first_attempt_delays(&h, &ep, "0.1");
+    let (fast, all) = (fast_after - fast_before, all_after - all_before);
+    eprintln!("{fast} of {all} first attempts started within 100 ms, behind {pending} due retries");
+    assert!(fast / all >= 0.99, "{fast} of {all} within 100 ms");
+}

@@ -10,7 +10,8 @@
 //!   `due` entry is stored under; `waiting` (by effective due time) and `effective` hold exactly
 //!   the in-memory ones not in flight;
 //! - `horizon`: every pending delivery whose stored (due, id) is below it is in memory; above
-//!   it, storage may hold more (`None`: everything is in memory);
+//!   it, storage may hold more (`None`: everything is in memory); first attempts handed over
+//!   by ingest are kept in memory above it too (up to a bound), so that they can go first;
 //! - while a page is being read, nothing leaves memory but deliveries that are finished, and
 //!   those are remembered until the page lands, so a page read before a write cannot bring
 //!   back a key that write moved or removed;
@@ -31,6 +32,9 @@ pub const PAGE: usize = 8192;
 const REFILL_BELOW: usize = PAGE / 4;
 /// Most deliveries held in memory; past it, new ones stay in storage until paged in.
 const MAX_IN_MEMORY: usize = 2 * PAGE;
+/// Most first attempts held in memory beyond the window: a new event is not left in storage
+/// behind a paged-out pile of retries that sort before it.
+const MAX_FRESH_BEYOND: usize = PAGE / 2;
 
 /// Most payload bytes of records an endpoint keeps that ingest handed over: enough that a busy
 /// endpoint starts fresh deliveries without reading them back, bounded so that a slow one with
@@ -42,11 +46,34 @@ const RECORD_OVERHEAD: usize = 256;
 /// A `due` entry: (due time, delivery), the order RocksDB keeps them in.
 pub type DueKey = (UnixMillis, DeliveryId);
 
+/// First attempts and retries wait apart, so that the scheduler can keep room for the first
+/// ones however many retries are due (see [`crate::dispatch::retry::fresh_reserve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Never attempted yet.
+    Fresh = 0,
+    /// Attempted before (a retry, or re-queued by retry or recover).
+    Retry = 1,
+}
+
+impl Class {
+    /// A `due` entry stored by ingest carries its commit number; every later write of one
+    /// (a retry's, a requeue's) stores none.
+    pub fn of_entry(seq: u64) -> Class {
+        if seq > 0 {
+            Class::Fresh
+        } else {
+            Class::Retry
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct PendingQueue {
-    waiting: BTreeSet<DueKey>,
+    /// By class: first attempts, retries.
+    waiting: [BTreeSet<DueKey>; 2],
     // Keyed by ULIDs, whose low bits are random: a fast hash spreads them as well as SipHash.
-    effective: FxHashMap<DeliveryId, UnixMillis>,
+    effective: FxHashMap<DeliveryId, (UnixMillis, Class)>,
     stored: FxHashMap<DeliveryId, UnixMillis>,
     horizon: Option<DueKey>,
     total: usize,
@@ -69,18 +96,18 @@ fn after(k: DueKey) -> DueKey {
 
 impl PendingQueue {
     /// `total` pending deliveries, of which `first_page` are the earliest-due ones.
-    pub fn new(total: usize, first_page: Vec<DueKey>) -> PendingQueue {
+    pub fn new(total: usize, first_page: Vec<DueEntry>) -> PendingQueue {
         let mut q = PendingQueue {
             total,
             ..PendingQueue::default()
         };
         q.horizon = match first_page.last() {
-            Some(&last) if first_page.len() < total => Some(after(last)),
+            Some(&(last, _)) if first_page.len() < total => Some(after(last)),
             None if total > 0 => Some((UnixMillis::MIN, DeliveryId(ulid::Ulid(0)))),
             _ => None,
         };
-        for (due, id) in first_page {
-            q.insert(id, due, due);
+        for ((due, id), seq) in first_page {
+            q.insert(id, due, due, Class::of_entry(seq));
         }
         q
     }
@@ -90,7 +117,7 @@ impl PendingQueue {
     }
 
     pub fn waiting_len(&self) -> usize {
-        self.waiting.len()
+        self.waiting[0].len() + self.waiting[1].len()
     }
 
     /// Waiting deliveries whose records are in memory.
@@ -123,17 +150,37 @@ impl PendingQueue {
         self.stored.keys().min().copied()
     }
 
+    /// The earliest waiting delivery of either class.
     pub fn first(&self) -> Option<DueKey> {
-        self.waiting.first().copied()
+        match (self.first_of(Class::Fresh), self.first_of(Class::Retry)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    fn insert(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis) {
+    /// The earliest waiting delivery of `class`.
+    pub fn first_of(&self, class: Class) -> Option<DueKey> {
+        self.waiting[class as usize].first().copied()
+    }
+
+    fn insert(&mut self, id: DeliveryId, due: UnixMillis, stored: UnixMillis, class: Class) {
         if self.stored.contains_key(&id) {
             return;
         }
         self.stored.insert(id, stored);
-        self.effective.insert(id, due);
-        self.waiting.insert((due, id));
+        self.wait(id, due, class);
+    }
+
+    fn wait(&mut self, id: DeliveryId, due: UnixMillis, class: Class) {
+        self.effective.insert(id, (due, class));
+        self.waiting[class as usize].insert((due, id));
+    }
+
+    /// Off the waiting sets (still in `stored`).
+    fn unwait(&mut self, id: DeliveryId) -> Option<(UnixMillis, Class)> {
+        let (due, class) = self.effective.remove(&id)?;
+        self.waiting[class as usize].remove(&(due, id));
+        Some((due, class))
     }
 
     fn below_horizon(&self, key: DueKey) -> bool {
@@ -145,15 +192,19 @@ impl PendingQueue {
         self.total += 1;
         let key = (due, id);
         if self.paging {
-            self.insert(id, due, due);
+            self.insert(id, due, due, Class::Fresh);
         } else if self.below_horizon(key) {
             if self.stored.len() >= MAX_IN_MEMORY {
                 // The window is full: from this key on, storage holds the queue.
                 self.horizon = Some(key);
                 self.evict_from(key);
             } else {
-                self.insert(id, due, due);
+                self.insert(id, due, due, Class::Fresh);
             }
+        } else if self.waiting[Class::Fresh as usize].len() < MAX_FRESH_BEYOND {
+            // Beyond the horizon, but a first attempt: kept, so that it can go first (the page
+            // that later reads its entry finds it here already).
+            self.insert(id, due, due, Class::Fresh);
         }
     }
 
@@ -161,13 +212,18 @@ impl PendingQueue {
     /// at `from` or later. Cost: the ones evicted. One whose effective due was brought forward
     /// may stay in memory past `from`, which only costs its place.
     fn evict_from(&mut self, from: DueKey) {
-        while let Some(&(due, id)) = self.waiting.last() {
+        loop {
+            let last = match (self.waiting[0].last(), self.waiting[1].last()) {
+                (Some(a), Some(b)) => *a.max(b),
+                (Some(a), None) | (None, Some(a)) => *a,
+                (None, None) => break,
+            };
+            let (due, id) = last;
             let stored = self.stored.get(&id).copied().unwrap_or(due);
             if (due, id) < from || (stored, id) < from {
                 break;
             }
-            self.waiting.pop_last();
-            self.effective.remove(&id);
+            self.unwait(id);
             self.stored.remove(&id);
             self.take_loaded(id);
         }
@@ -179,29 +235,29 @@ impl PendingQueue {
         if !counted {
             self.total += 1;
         }
-        self.insert(id, due, stored);
+        self.insert(id, due, stored, Class::Retry);
     }
 
     /// Makes a waiting delivery due at `at`; false if it is not waiting.
     pub fn bring_forward(&mut self, id: DeliveryId, at: UnixMillis) -> bool {
-        let Some(due) = self.effective.get_mut(&id) else {
+        let Some((due, class)) = self.unwait(id) else {
             return false;
         };
-        self.waiting.remove(&(*due, id));
-        *due = (*due).min(at);
-        self.waiting.insert((*due, id));
+        self.wait(id, due.min(at), class);
         true
     }
 
     /// Every waiting delivery in memory that is due later is due at `at` instead (resume).
     /// Returns the `due` entries to move to match: (delivery, stored due, `at`).
     pub fn make_all_due(&mut self, at: UnixMillis) -> Vec<(DeliveryId, UnixMillis, UnixMillis)> {
-        self.waiting = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .map(|(due, id)| (due.min(at), id))
-            .collect();
+        for set in &mut self.waiting {
+            *set = std::mem::take(set)
+                .into_iter()
+                .map(|(due, id)| (due.min(at), id))
+                .collect();
+        }
         let mut moves = Vec::new();
-        for (id, due) in self.effective.iter_mut() {
+        for (id, (due, _)) in self.effective.iter_mut() {
             *due = (*due).min(at);
             if let Some(stored) = self.stored.get_mut(id) {
                 if *stored > at {
@@ -213,26 +269,36 @@ impl PendingQueue {
         moves
     }
 
-    /// Takes the first waiting delivery off the queue, with its read-ahead record, to start
-    /// its attempt; `None` if it is not read yet.
-    pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
-        let (due, id) = self.first()?;
+    /// Takes the waiting delivery `key` (a [`PendingQueue::first_of`]) off the queue, with its
+    /// read-ahead record, to start its attempt; `None` if it is not read yet.
+    pub fn start(&mut self, (_, id): DueKey) -> Option<(DeliveryId, Loaded)> {
+        if !self.loaded.contains_key(&id) {
+            return None;
+        }
+        self.unwait(id)?;
         let loaded = self.take_loaded(id)?;
-        self.waiting.remove(&(due, id));
-        self.effective.remove(&id);
         Some((id, loaded))
     }
 
-    /// Those of the first `limit` waiting deliveries due by `now` whose records are not read
-    /// yet. Only the head counts: a delivery queued late with an earlier due time goes before
-    /// records already read and must be read itself.
+    /// [`PendingQueue::start`] of the earliest waiting delivery of either class.
+    pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
+        let first = self.first()?;
+        self.start(first)
+    }
+
+    /// Those of the first `limit` waiting deliveries of each class due by `now` whose records
+    /// are not read yet. Only the heads count: a delivery queued late with an earlier due time
+    /// goes before records already read and must be read itself.
     pub fn to_read_ahead(&self, now: UnixMillis, limit: usize) -> Vec<DeliveryId> {
         self.waiting
             .iter()
-            .take_while(|(due, _)| *due <= now)
-            .take(limit)
-            .filter(|(_, id)| !self.loaded.contains_key(id))
-            .map(|(_, id)| *id)
+            .flat_map(|set| {
+                set.iter()
+                    .take_while(|(due, _)| *due <= now)
+                    .take(limit)
+                    .filter(|(_, id)| !self.loaded.contains_key(id))
+                    .map(|(_, id)| *id)
+            })
             .collect()
     }
 
@@ -270,11 +336,9 @@ impl PendingQueue {
     /// entry at `stored`. Past the horizon it goes back to storage only.
     pub fn reschedule(&mut self, id: DeliveryId, next: UnixMillis, stored: UnixMillis) {
         self.stored.remove(&id);
-        if let Some(due) = self.effective.remove(&id) {
-            self.waiting.remove(&(due, id));
-        }
+        self.unwait(id);
         if self.paging || self.below_horizon((stored, id)) {
-            self.insert(id, next, stored);
+            self.insert(id, next, stored, Class::Retry);
         }
     }
 
@@ -286,15 +350,13 @@ impl PendingQueue {
                 self.finished_while_paging.insert(id);
             }
         }
-        if let Some(due) = self.effective.remove(&id) {
-            self.waiting.remove(&(due, id));
-        }
+        self.unwait(id);
         self.take_loaded(id);
     }
 
     /// Where the next page starts, when the window has run low and storage holds more.
     pub fn page_wanted(&self) -> Option<DueKey> {
-        if self.paging || self.waiting.len() >= REFILL_BELOW {
+        if self.paging || self.waiting_len() >= REFILL_BELOW {
             return None;
         }
         self.horizon
@@ -316,7 +378,7 @@ impl PendingQueue {
         let finished = std::mem::take(&mut self.finished_while_paging);
         for ((due, id), seq) in entries {
             if seq <= handed_over && !finished.contains(&id) {
-                self.insert(id, due, due);
+                self.insert(id, due, due, Class::of_entry(seq));
             }
         }
     }
@@ -329,7 +391,9 @@ impl PendingQueue {
     /// Everything is being cancelled (the endpoint was deleted); only in-flight ones, listed in
     /// `keep`, stay known until their results are stored.
     pub fn clear_except(&mut self, keep: impl Fn(DeliveryId) -> bool) {
-        self.waiting.clear();
+        for set in &mut self.waiting {
+            set.clear();
+        }
         self.effective.clear();
         self.loaded.clear();
         self.loaded_bytes = 0;
@@ -346,6 +410,11 @@ mod tests {
 
     fn id(n: u128) -> DeliveryId {
         DeliveryId(Ulid(n))
+    }
+
+    /// A first page of deliveries ingest stored (first attempts).
+    fn fresh(keys: Vec<DueKey>) -> Vec<DueEntry> {
+        keys.into_iter().map(|k| (k, 1)).collect()
     }
 
     /// Delivery `i`'s record, its event's payload `payload_bytes` long.
@@ -373,12 +442,15 @@ mod tests {
     #[test]
     fn a_partial_first_page_leaves_the_rest_in_storage() {
         let page: Vec<DueKey> = (0..10).map(|i| (100 + i as i64, id(i))).collect();
-        let mut q = PendingQueue::new(25, page);
+        let mut q = PendingQueue::new(25, fresh(page));
         assert_eq!(q.total(), 25);
         assert_eq!(q.waiting_len(), 10);
-        // New deliveries due after the window are counted but stay in storage...
+        // New deliveries due after the window are counted, and kept as first attempts...
         q.push_new(id(50), 500);
-        assert_eq!((q.total(), q.waiting_len()), (26, 10));
+        assert_eq!((q.total(), q.waiting_len()), (26, 11));
+        assert!(q.in_memory(id(50)));
+        // ...but a retry rescheduled past the window goes back to storage only.
+        q.reschedule(id(50), 600, 600);
         assert!(!q.in_memory(id(50)));
         // ...those due inside it are held.
         q.push_new(id(51), 105);
@@ -396,6 +468,24 @@ mod tests {
         );
         assert_eq!(q.page_wanted(), None);
         assert_eq!(q.waiting_len(), 14, "no duplicate of id 52");
+    }
+
+    #[test]
+    fn first_attempts_beyond_a_window_of_retries_are_kept_up_to_a_bound() {
+        let retries: Vec<DueEntry> = (0..10).map(|i| ((100 + i as i64, id(i)), 0)).collect();
+        let mut q = PendingQueue::new(1000, retries);
+        assert_eq!(q.first_of(Class::Retry), Some((100, id(0))));
+        for i in 0..MAX_FRESH_BEYOND as u128 + 5 {
+            q.push_new(id(1000 + i), 5000);
+        }
+        assert_eq!(q.waiting_len(), 10 + MAX_FRESH_BEYOND);
+        assert_eq!(q.first_of(Class::Fresh), Some((5000, id(1000))));
+        assert_eq!(
+            q.first(),
+            Some((100, id(0))),
+            "the earliest of either class"
+        );
+        assert_eq!(q.total(), 1000 + MAX_FRESH_BEYOND + 5);
     }
 
     #[test]
@@ -422,7 +512,7 @@ mod tests {
 
     #[test]
     fn starting_needs_the_record_read_ahead() {
-        let mut q = PendingQueue::new(2, vec![(1, id(1)), (5, id(2))]);
+        let mut q = PendingQueue::new(2, fresh(vec![(1, id(1)), (5, id(2))]));
         assert!(q.start_first().is_none(), "not read yet");
         assert_eq!(q.to_read_ahead(3, 10), vec![id(1)]);
         assert_eq!(q.to_read_ahead(9, 10), vec![id(1), id(2)]);
@@ -446,7 +536,7 @@ mod tests {
 
     #[test]
     fn records_handed_over_by_ingest_are_kept_within_a_budget() {
-        let mut q = PendingQueue::new(0, vec![]);
+        let mut q = PendingQueue::new(0, fresh(vec![]));
         let big = OFFERED_BYTES / 4;
         for i in 1..=6 {
             q.push_new(id(i), i as i64);
@@ -479,7 +569,7 @@ mod tests {
 
     #[test]
     fn removal_and_rescheduling_keep_the_count() {
-        let mut q = PendingQueue::new(3, vec![(1, id(1)), (2, id(2))]);
+        let mut q = PendingQueue::new(3, fresh(vec![(1, id(1)), (2, id(2))]));
         assert_eq!(q.page_wanted(), Some((2, id(3))));
         q.remove(id(1));
         assert_eq!(q.total(), 2);
@@ -498,7 +588,7 @@ mod tests {
     #[test]
     fn a_page_leaves_deliveries_whose_hand_over_is_still_coming_to_it() {
         // id(1) in memory, id(3) paged out.
-        let mut q = PendingQueue::new(2, vec![(1, id(1))]);
+        let mut q = PendingQueue::new(2, fresh(vec![(1, id(1))]));
         q.paging_started();
         // Meanwhile ingest stored id(2) under commit 7; its hand-over is still on the way.
         q.page_read(vec![((2, id(2)), 7), ((3, id(3)), 0)], true, 6);
@@ -513,7 +603,7 @@ mod tests {
 
     #[test]
     fn a_delivery_finished_while_a_page_was_read_does_not_come_back() {
-        let mut q = PendingQueue::new(2, vec![(1, id(1))]);
+        let mut q = PendingQueue::new(2, fresh(vec![(1, id(1))]));
         q.put_loaded(id(1), record(1));
         q.paging_started();
         let (started, _) = q.start_first().unwrap();
@@ -529,7 +619,7 @@ mod tests {
 
     #[test]
     fn resume_moves_the_stored_due_times_of_the_window() {
-        let mut q = PendingQueue::new(2, vec![(100, id(1)), (900, id(2))]);
+        let mut q = PendingQueue::new(2, fresh(vec![(100, id(1)), (900, id(2))]));
         let moves = q.make_all_due(500);
         assert_eq!(moves, vec![(id(2), 900, 500)]);
         assert_eq!(q.stored_due(id(2)), Some(500));

@@ -75,6 +75,40 @@ pub fn after_attempt(
     }
 }
 
+/// Concurrency kept for first attempts however many retries are due: half of
+/// `max_concurrency`, at least 1. An endpoint with a single slot cannot split it: its retries
+/// and first attempts share it.
+pub fn fresh_reserve(max_concurrency: usize) -> usize {
+    if max_concurrency <= 1 {
+        0
+    } else {
+        (max_concurrency / 2).max(1)
+    }
+}
+
+/// What starts next, given the earliest first attempt and the earliest retry that are due
+/// (`None`: none is), the retries already out, and whether the circuit is open (`probe`: one
+/// probe, the earliest due of either). First attempts go first; retries only within their
+/// share of `max_concurrency`, so a new event never waits behind a pile of slow retries.
+pub fn pick<K: Ord + Copy>(
+    fresh: Option<K>,
+    retry: Option<K>,
+    retries_out: usize,
+    max_concurrency: usize,
+    probe: bool,
+) -> Option<K> {
+    if probe {
+        return match (fresh, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    if fresh.is_some() {
+        return fresh;
+    }
+    retry.filter(|_| retries_out < max_concurrency - fresh_reserve(max_concurrency))
+}
+
 /// A random draw for [`after_attempt`].
 pub fn jitter_draw() -> f64 {
     rand::thread_rng().gen_range(-1.0..=1.0)
@@ -272,6 +306,32 @@ mod tests {
             after_attempt(&s, 0, FAILED, deleting, NOW, 0.0),
             Next::Cancelled
         );
+    }
+
+    #[test]
+    fn first_attempts_go_first_and_retries_keep_to_their_share() {
+        assert_eq!(fresh_reserve(16), 8);
+        assert_eq!(fresh_reserve(3), 1);
+        assert_eq!(fresh_reserve(2), 1);
+        assert_eq!(fresh_reserve(1), 0, "one slot is shared");
+        // A first attempt due goes before an older retry.
+        assert_eq!(
+            pick(Some((5, 'f')), Some((1, 'r')), 0, 16, false),
+            Some((5, 'f'))
+        );
+        // Retries take at most half of 16.
+        assert_eq!(pick(None, Some((1, 'r')), 7, 16, false), Some((1, 'r')));
+        assert_eq!(pick(None, Some((1, 'r')), 8, 16, false), None);
+        // First attempts may use every slot.
+        assert_eq!(pick(Some((1, 'f')), None, 8, 16, false), Some((1, 'f')));
+        // One slot: retries still go.
+        assert_eq!(pick(None, Some((1, 'r')), 0, 1, false), Some((1, 'r')));
+        // An open circuit probes with the earliest due of either.
+        assert_eq!(
+            pick(Some((5, 'f')), Some((1, 'r')), 0, 16, true),
+            Some((1, 'r'))
+        );
+        assert_eq!(pick::<(i64, char)>(None, None, 0, 16, false), None);
     }
 
     #[test]

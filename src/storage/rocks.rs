@@ -497,15 +497,15 @@ impl Store {
     pub fn due_summary(
         &self,
         page: usize,
-    ) -> Result<HashMap<EndpointId, (usize, Vec<(UnixMillis, DeliveryId)>)>, StorageError> {
+    ) -> Result<HashMap<EndpointId, (usize, Vec<DueEntry>)>, StorageError> {
         let mut out: HashMap<EndpointId, (usize, Vec<_>)> = HashMap::new();
         for item in self.db.iterator_cf(self.cf(CF_DUE), IteratorMode::Start) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let (endpoint, due, delivery) = decode_due(&k)?;
             let (count, first) = out.entry(endpoint).or_default();
             *count += 1;
             if first.len() < page {
-                first.push((due, delivery));
+                first.push(((due, delivery), decode_due_seq(&v)));
             }
         }
         Ok(out)

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use super::{probe_in_ms, EndpointActor, Unsettled};
 use crate::delivery::{AttemptOutcome, AttemptReport, WebhookRequest};
 use crate::dispatch::circuit::Transition;
+use crate::dispatch::queue::Class;
 use crate::dispatch::retry::{self, EndpointSettings, Next, Outcome, Overrides};
 use crate::dispatch::Shared;
 use crate::model::{now_millis, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event, UnixMillis};
@@ -20,15 +21,20 @@ impl EndpointActor {
         id: DeliveryId,
         (delivery, event): Loaded,
         probe: bool,
+        class: Class,
     ) {
         self.unsettled.insert(
             id,
             Unsettled {
                 probe,
+                class,
                 requeue: false,
             },
         );
         self.sending += 1;
+        if class == Class::Retry {
+            self.sending_retries += 1;
+        }
         let shared = self.shared.clone();
         let endpoint = self.endpoint.clone();
         let settings = self.settings.clone();
@@ -103,8 +109,12 @@ impl EndpointActor {
         crate::failpoints::panic_on_event_type(&delivery.event_type);
         let unsettled = self.unsettled.get(&id).copied().unwrap_or(Unsettled {
             probe: false,
+            class: Class::Retry,
             requeue: false,
         });
+        if unsettled.class == Class::Retry {
+            self.sending_retries = self.sending_retries.saturating_sub(1);
+        }
         let now = now_millis();
         let n = delivery.attempts + 1;
         let transition = self.note_attempt(&report, unsettled.probe, at, now);

@@ -48,7 +48,7 @@ use actix::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::circuit::CircuitState;
-use super::queue::PendingQueue;
+use super::queue::{Class, PendingQueue};
 use super::rate::TokenBucket;
 use super::retry::EndpointSettings;
 use super::Shared;
@@ -68,6 +68,8 @@ const READ_AHEAD: usize = 256;
 #[derive(Debug, Clone, Copy)]
 struct Unsettled {
     probe: bool,
+    /// Its class while it waited: a retry's request slot counts against the retries' share.
+    class: Class,
     /// An operator asked for a retry (or recover) while it was out.
     requeue: bool,
 }
@@ -84,6 +86,8 @@ pub struct EndpointActor {
     /// Requests out to the receiver (≤ `max_concurrency`); a slot is free again once the
     /// response is in, while its result is still being stored.
     sending: usize,
+    /// Of those, retries (at most their share, see [`super::retry::pick`]).
+    sending_retries: usize,
     /// A read-ahead of waiting deliveries' records is under way.
     reading_ahead: bool,
     /// Test sends awaiting their outcome; shutdown waits for them too.
@@ -136,6 +140,7 @@ impl EndpointActor {
             handed_over,
             unsettled: FxHashMap::default(),
             sending: 0,
+            sending_retries: 0,
             reading_ahead: false,
             tests_in_flight: 0,
             stats,
@@ -216,23 +221,45 @@ impl EndpointActor {
             .map_or(usize::MAX, |b| b.available(now));
         let (mut room, not_before) = (admission.room.min(tokens), admission.not_before);
         let mut started = 0;
+        let ready = |key: Option<(UnixMillis, DeliveryId)>| {
+            key.filter(|(due, _)| (*due).max(not_before) <= now)
+        };
         while room > 0 {
-            match self.queue.first() {
-                Some((due, _)) if due.max(not_before) <= now => match self.queue.start_first() {
-                    Some((id, loaded)) => {
-                        if let Some(b) = self.bucket.as_mut() {
-                            b.take(now);
-                        }
-                        self.start_attempt(ctx, id, loaded, admission.probe);
-                        room -= 1;
-                        started += 1;
+            let fresh = ready(self.queue.first_of(Class::Fresh));
+            let retry = ready(self.queue.first_of(Class::Retry));
+            let Some(key) = super::retry::pick(
+                fresh,
+                retry,
+                self.sending_retries,
+                self.settings.max_concurrency,
+                admission.probe,
+            ) else {
+                break;
+            };
+            let class = if Some(key) == fresh {
+                Class::Fresh
+            } else {
+                Class::Retry
+            };
+            match self.queue.start(key) {
+                Some((id, loaded)) => {
+                    if let Some(b) = self.bucket.as_mut() {
+                        b.take(now);
                     }
-                    None => {
-                        self.read_ahead(ctx, now);
-                        break;
+                    let lag = (now - key.0.max(not_before)).max(0) as f64 / 1000.0;
+                    self.metrics.delivery_lag.observe(lag);
+                    if class == Class::Fresh {
+                        let waited = (now - loaded.0.created_at).max(0) as f64 / 1000.0;
+                        self.metrics.first_attempt_delay.observe(waited);
                     }
-                },
-                _ => break,
+                    self.start_attempt(ctx, id, loaded, admission.probe, class);
+                    room -= 1;
+                    started += 1;
+                }
+                None => {
+                    self.read_ahead(ctx, now);
+                    break;
+                }
             }
         }
         // Read the next ones while these are out, unless enough are read already.
