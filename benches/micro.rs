@@ -68,6 +68,7 @@ fn new_event(n: u64, endpoint: EndpointId, payload: &str) -> NewEvent {
         next_attempt_at: Some(1_700_000_000_000),
         created_at: 1_700_000_000_000,
         updated_at: 1_700_000_000_000,
+        expires_at: None,
     };
     NewEvent {
         event,

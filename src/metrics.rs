@@ -66,13 +66,15 @@ pub enum DeliveryOutcome {
     Succeeded,
     Failed,
     Cancelled,
+    Expired,
 }
 
 impl DeliveryOutcome {
-    pub const ALL: [DeliveryOutcome; 3] = [
+    pub const ALL: [DeliveryOutcome; 4] = [
         DeliveryOutcome::Succeeded,
         DeliveryOutcome::Failed,
         DeliveryOutcome::Cancelled,
+        DeliveryOutcome::Expired,
     ];
 
     /// `None` for a status that is not final.
@@ -82,6 +84,7 @@ impl DeliveryOutcome {
             S::Succeeded => Some(DeliveryOutcome::Succeeded),
             S::Failed => Some(DeliveryOutcome::Failed),
             S::Cancelled => Some(DeliveryOutcome::Cancelled),
+            S::Expired => Some(DeliveryOutcome::Expired),
             S::Pending => None,
         }
     }
@@ -91,6 +94,7 @@ impl DeliveryOutcome {
             DeliveryOutcome::Succeeded => "succeeded",
             DeliveryOutcome::Failed => "failed",
             DeliveryOutcome::Cancelled => "cancelled",
+            DeliveryOutcome::Expired => "expired",
         }
     }
 }

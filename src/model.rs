@@ -222,6 +222,9 @@ pub struct EndpointSpec {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// A delivery not succeeded within this of its event's receipt expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<HumanDuration>,
 }
 
 /// An endpoint's throttle: at most `burst` attempts at once, then `per_second` on average.
@@ -307,6 +310,9 @@ pub enum DeliveryStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// Not succeeded by its deadline (the event's `expires_at`, or its receipt plus the
+    /// endpoint's `ttl`): never sent again unless retried or recovered.
+    Expired,
 }
 
 impl DeliveryStatus {
@@ -333,6 +339,16 @@ pub struct Delivery {
     pub next_attempt_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
+    /// When it expires if not succeeded by then; `retry` and `recover` lift it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixMillis>,
+}
+
+impl Delivery {
+    /// Past its deadline at `now`.
+    pub fn expired(&self, now: UnixMillis) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// An endpoint's delivery record and circuit state, kept by its actor and stored with each

@@ -221,3 +221,111 @@ fn first_attempts_start_at_once_behind_ten_thousand_due_retries() {
     eprintln!("{fast} of {all} first attempts started within 100 ms, behind {pending} due retries");
     assert!(fast / all >= 0.99, "{fast} of {all} within 100 ms");
 }
+
+fn rfc3339_in(ms: i64) -> String {
+    let t = std::time::SystemTime::now() + Duration::from_millis(ms.max(0) as u64)
+        - Duration::from_millis((-ms).max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[test]
+fn an_event_past_its_deadline_is_never_sent_and_recover_can_still_send_it() {
+    let rx = Receiver::start();
+    let h = Hookd::start(&[]);
+    let (ep, _) = h.endpoint("exp", &rx.url, &["*"], json!({}));
+    h.post_empty(&format!("/v1/endpoints/{ep}/pause"));
+    let (status, res) = h.post(
+        "/v1/events",
+        json!({"id": "late", "tenant": "exp", "type": "fraud_detected", "payload": {},
+               "expires_at": rfc3339_in(2000)}),
+    );
+    assert_eq!(status, 202, "{res}");
+    let id = h.delivery_ids("exp", "late").remove(0);
+    std::thread::sleep(Duration::from_secs(3));
+    h.post_empty(&format!("/v1/endpoints/{ep}/resume"));
+    let d = h.wait_delivery_status(&id, "expired", Duration::from_secs(5));
+    assert_eq!(d["attempts"], json!([]), "never attempted: {d}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count(), 0, "never sent");
+    assert_eq!(h.history(&ep, Some("expired")).len(), 1);
+    let metrics = h.metrics_text();
+    assert!(
+        metrics.contains(&format!(
+            "hookd_deliveries_total{{endpoint=\"{ep}\",outcome=\"expired\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // recover takes failed ones only, unless told otherwise.
+    let since = rfc3339_in(-3_600_000);
+    let (status, res) = h.post(
+        &format!("/v1/endpoints/{ep}/recover"),
+        json!({ "since": since }),
+    );
+    assert_eq!((status, res["requeued"].as_u64()), (202, Some(0)), "{res}");
+    let (status, res) = h.post(
+        &format!("/v1/endpoints/{ep}/recover"),
+        json!({"since": since, "statuses": ["expired"]}),
+    );
+    assert_eq!((status, res["requeued"].as_u64()), (202, Some(1)), "{res}");
+    h.wait_delivery_status(&id, "succeeded", Duration::from_secs(5));
+    assert_eq!(rx.count(), 1);
+    h.wait_all_delivered(&[&ep], Duration::from_secs(5));
+    assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
+}
+
+#[test]
+fn a_ttl_expires_a_delivery_whose_next_retry_comes_too_late() {
+    let rx = Receiver::with(500, &[], Duration::ZERO);
+    let h = Hookd::start(&[]);
+    let (ep, _) = h.endpoint(
+        "ttl",
+        &rx.url,
+        &["*"],
+        json!({"ttl": "1s", "retry_schedule": ["2s"]}),
+    );
+    let (_, e) = h.get(&format!("/v1/endpoints/{ep}"));
+    assert_eq!(e["ttl"], "1s", "{e}");
+    let id = h.event_delivery("ttl", "x", json!({}));
+    let d = h.wait_delivery_status(&id, "expired", Duration::from_secs(5));
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{d}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(rx.count(), 1, "the retry after the deadline never went out");
+    // retry lifts the deadline.
+    rx.set_status(200);
+    let (status, _) = h.post_empty(&format!("/v1/deliveries/{id}/retry"));
+    assert_eq!(status, 202);
+    h.wait_delivery_status(&id, "succeeded", Duration::from_secs(5));
+    h.wait_all_delivered(&[&ep], Duration::from_secs(5));
+    assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
+}
+
+#[test]
+fn bad_deadlines_are_refused_naming_the_field() {
+    let rx = Receiver::start();
+    let h = Hookd::start(&[]);
+    let (status, res) = h.post(
+        "/v1/endpoints",
+        json!({"tenant": "bad", "url": rx.url, "event_types": ["*"], "ttl": "0s"}),
+    );
+    assert_eq!(status, 400, "{res}");
+    assert!(res["error"]["message"].as_str().unwrap().contains("ttl"));
+    let (status, res) = h.post(
+        "/v1/events",
+        json!({"tenant": "bad", "type": "x", "payload": {}, "expires_at": "tomorrow"}),
+    );
+    assert_eq!(status, 400, "{res}");
+    assert!(res["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expires_at"));
+    let (ep, _) = h.endpoint("bad", &rx.url, &["*"], json!({}));
+    let (status, res) = h.post(
+        &format!("/v1/endpoints/{ep}/recover"),
+        json!({"since": rfc3339_in(-1000), "statuses": ["failed", "pending"]}),
+    );
+    assert_eq!(status, 400, "{res}");
+    assert!(res["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("statuses[1]"));
+}

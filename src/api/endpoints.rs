@@ -59,6 +59,9 @@ impl From<FieldError> for EndpointChangeError {
     }
 }
 
+/// The longest `ttl` an endpoint may set.
+const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 86400);
+
 fn fail<T>(field: &str, message: impl Into<String>) -> Result<T, FieldError> {
     Err(FieldError(field.to_string(), message.into()))
 }
@@ -136,6 +139,11 @@ fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
             return fail(&format!("retry_schedule[{i}]"), "is longer than 30 days");
         }
     }
+    if let Some(HumanDuration(ttl)) = spec.ttl {
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return fail("ttl", "must be more than 0 and at most 365d");
+        }
+    }
     if let Some(limit) = &spec.rate_limit {
         limit
             .check()
@@ -191,6 +199,7 @@ pub fn view(endpoint: &Endpoint, config: &Config) -> Value {
         "retry_schedule": schedule,
         "headers": endpoint.spec.headers.clone().unwrap_or_default(),
         "rate_limit": endpoint.spec.rate_limit,
+        "ttl": endpoint.spec.ttl,
         "status": endpoint.status,
         "created_at": rfc3339(endpoint.created_at),
         "updated_at": rfc3339(endpoint.updated_at),
@@ -349,10 +358,11 @@ pub async fn deliveries(
         Some("succeeded") => Some(DeliveryStatus::Succeeded),
         Some("failed") => Some(DeliveryStatus::Failed),
         Some("cancelled") => Some(DeliveryStatus::Cancelled),
+        Some("expired") => Some(DeliveryStatus::Expired),
         Some(other) => {
             return Err(ApiError::invalid(
                 "status",
-                format!("{other:?} is not one of pending, succeeded, failed, cancelled"),
+                format!("{other:?} is not one of pending, succeeded, failed, cancelled, expired"),
             ))
         }
     };
@@ -407,6 +417,9 @@ struct RecoverIn {
     since: String,
     #[serde(default)]
     until: Option<String>,
+    /// Which final statuses to recover (`failed`, `expired`); `["failed"]` by default.
+    #[serde(default)]
+    statuses: Option<Vec<String>>,
 }
 
 /// `POST /v1/endpoints/{id}/recover`: every failed delivery created in the window goes back to
@@ -429,8 +442,35 @@ pub async fn recover(
     if until < since {
         return Err(ApiError::invalid("until", "is before since"));
     }
+    let statuses = match &input.statuses {
+        None => vec![DeliveryStatus::Failed],
+        Some(given) if given.is_empty() => {
+            return Err(ApiError::invalid(
+                "statuses",
+                "must name at least one status",
+            ))
+        }
+        Some(given) => given
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.as_str() {
+                "failed" => Ok(DeliveryStatus::Failed),
+                "expired" => Ok(DeliveryStatus::Expired),
+                other => Err(ApiError::invalid(
+                    &format!("statuses[{i}]"),
+                    format!("{other:?} is not one of failed, expired"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+    };
     let actor = actor_of(&state, id)?;
-    let requeued = actor.send(Recover { since, until }).await??;
+    let requeued = actor
+        .send(Recover {
+            since,
+            until,
+            statuses,
+        })
+        .await??;
     Ok(HttpResponse::Accepted().json(json!({"requeued": requeued})))
 }
 

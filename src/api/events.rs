@@ -11,8 +11,8 @@ use super::{parse_json, read_json_body, ApiError, AppState};
 use crate::canonical;
 use crate::metrics::METRICS;
 use crate::model::{
-    check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
-    Event, EventKey, UnixMillis,
+    check_identifier, now_millis, parse_rfc3339, rfc3339, Delivery, DeliveryId, DeliveryRef,
+    DeliveryStatus, Event, EventKey, UnixMillis,
 };
 use crate::storage::{IngestOutcome, NewEvent};
 
@@ -30,6 +30,9 @@ struct EventIn {
     event_type: String,
     tenant: String,
     payload: Map<String, Value>,
+    /// RFC 3339: its deliveries expire if not succeeded by then.
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -83,12 +86,16 @@ fn prepare(
     }
     let payload =
         RawValue::from_string(body).map_err(|e| ApiError::invalid(&name("payload"), e))?;
+    let expires_at = match &input.expires_at {
+        Some(at) => Some(parse_rfc3339(at).map_err(|m| ApiError::invalid(&name("expires_at"), m))?),
+        None => None,
+    };
     let key = EventKey::new();
     let deliveries: Vec<Delivery> = state
         .router
         .route(&input.tenant, &input.event_type)
         .into_iter()
-        .map(|endpoint_id| Delivery {
+        .map(|(endpoint_id, ttl)| Delivery {
             id: DeliveryId::new(),
             endpoint_id,
             event_key: key,
@@ -101,6 +108,12 @@ fn prepare(
             next_attempt_at: Some(now),
             created_at: now,
             updated_at: now,
+            // The earlier of the event's own deadline and the endpoint's ttl.
+            expires_at: ttl
+                .map(|t| now.saturating_add(t.as_millis().min(i64::MAX as u128) as i64))
+                .into_iter()
+                .chain(expires_at)
+                .min(),
         })
         .collect();
     let event = Event {

@@ -112,8 +112,12 @@ impl Router {
         }
     }
 
-    /// The endpoints of `tenant` subscribed to `event_type`.
-    pub fn route(&self, tenant: &str, event_type: &str) -> Vec<EndpointId> {
+    /// The endpoints of `tenant` subscribed to `event_type`, each with its `ttl`.
+    pub fn route(
+        &self,
+        tenant: &str,
+        event_type: &str,
+    ) -> Vec<(EndpointId, Option<std::time::Duration>)> {
         let inner = self.inner.read();
         inner
             .by_tenant
@@ -122,7 +126,7 @@ impl Router {
                 routes
                     .iter()
                     .filter(|r| r.spec.subscribes_to(event_type))
-                    .map(|r| r.id)
+                    .map(|r| (r.id, r.spec.ttl.map(|t| t.0)))
                     .collect()
             })
             .unwrap_or_default()

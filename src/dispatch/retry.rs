@@ -22,6 +22,8 @@ pub enum Next {
     Failed,
     /// The endpoint was deleted while the attempt was out.
     Cancelled,
+    /// Its deadline passed, or would have before the next retry.
+    Expired,
 }
 
 /// The attempt's facts, as [`after_attempt`] weighs them.
@@ -40,6 +42,8 @@ pub struct Overrides {
     /// An operator's `retry` or `recover` arrived while the attempt was out: on failure it is
     /// pending again at once on a fresh schedule (a `Retry-After` still holds it back).
     pub requeue: bool,
+    /// The delivery's deadline (`None`: it has none, or an operator lifted it).
+    pub expires_at: Option<UnixMillis>,
 }
 
 /// The next state of a delivery that had used `retries_used` retries, after `outcome` at
@@ -60,18 +64,24 @@ pub fn after_attempt(
         return Next::Cancelled;
     }
     let asked = outcome.retry_after.unwrap_or(Duration::ZERO);
-    if overrides.requeue {
-        return Next::Retry {
+    let next = if overrides.requeue {
+        Next::Retry {
             at: later(asked),
             retries_used: 0,
-        };
-    }
-    match schedule.delay(retries_used, unit) {
-        Some(delay) => Next::Retry {
-            at: later(delay.max(asked)),
-            retries_used: retries_used + 1,
-        },
-        None => Next::Failed,
+        }
+    } else {
+        match schedule.delay(retries_used, unit) {
+            Some(delay) => Next::Retry {
+                at: later(delay.max(asked)),
+                retries_used: retries_used + 1,
+            },
+            None => Next::Failed,
+        }
+    };
+    match (next, overrides.expires_at) {
+        // A retry that would come at or after the deadline is no retry at all.
+        (Next::Retry { at, .. }, Some(deadline)) if at >= deadline => Next::Expired,
+        (next, _) => next,
     }
 }
 
@@ -288,7 +298,7 @@ mod tests {
         let s = RetrySchedule::new(secs(&[60]), 0.0);
         let requeue = Overrides {
             requeue: true,
-            deleting: false,
+            ..Overrides::default()
         };
         assert_eq!(
             after_attempt(&s, 1, FAILED, requeue, NOW, 0.0),
@@ -301,10 +311,44 @@ mod tests {
         let deleting = Overrides {
             requeue: true,
             deleting: true,
+            expires_at: None,
         };
         assert_eq!(
             after_attempt(&s, 0, FAILED, deleting, NOW, 0.0),
             Next::Cancelled
+        );
+    }
+
+    #[test]
+    fn a_retry_past_the_deadline_expires_the_delivery_now() {
+        let s = RetrySchedule::new(secs(&[60]), 0.0);
+        let due_by = |deadline| Overrides {
+            expires_at: Some(deadline),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            after_attempt(&s, 0, FAILED, due_by(NOW + 30_000), NOW, 0.0),
+            Next::Expired
+        );
+        assert_eq!(
+            after_attempt(&s, 0, FAILED, due_by(NOW + 90_000), NOW, 0.0),
+            Next::Retry {
+                at: NOW + 60_000,
+                retries_used: 1
+            }
+        );
+        // Success and an exhausted schedule are what they are, deadline or not.
+        let ok = Outcome {
+            success: true,
+            retry_after: None,
+        };
+        assert_eq!(
+            after_attempt(&s, 0, ok, due_by(NOW), NOW, 0.0),
+            Next::Succeeded
+        );
+        assert_eq!(
+            after_attempt(&s, 1, FAILED, due_by(NOW), NOW, 0.0),
+            Next::Failed
         );
     }
 

@@ -105,6 +105,7 @@ pub fn status_byte(status: DeliveryStatus) -> u8 {
         DeliveryStatus::Succeeded => 1,
         DeliveryStatus::Failed => 2,
         DeliveryStatus::Cancelled => 3,
+        DeliveryStatus::Expired => 4,
     }
 }
 
@@ -180,11 +181,12 @@ mod tests {
             DeliveryStatus::Succeeded,
             DeliveryStatus::Failed,
             DeliveryStatus::Cancelled,
+            DeliveryStatus::Expired,
         ]
         .into_iter()
         .map(status_byte)
         .collect();
-        assert_eq!(bytes, [0, 1, 2, 3]);
+        assert_eq!(bytes, [0, 1, 2, 3, 4]);
     }
 
     #[test]

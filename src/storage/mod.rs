@@ -80,7 +80,7 @@ impl StorageOp {
 /// What [`Ordered::requeue_one`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requeued {
-    /// Failed; pending again now with a fresh schedule.
+    /// Failed or expired; pending again now with a fresh schedule.
     Requeued,
     /// Pending already; its `due` entry is now at `stored`.
     BroughtForward {

@@ -70,13 +70,15 @@ impl Ordered<'_> {
         self.write(batch, false, super::StorageOp::Ordered)
     }
 
-    /// Puts every `failed` delivery of `endpoint` created in `[since, until]` back in the queue,
-    /// due at `now` with a fresh retry budget; returns their ids.
+    /// Puts every delivery of `endpoint` created in `[since, until]` whose status is one of
+    /// `statuses` (`failed`, `expired`) back in the queue, due at `now` with a fresh retry
+    /// budget and no deadline; returns their ids.
     pub fn requeue_failed(
         &self,
         endpoint: EndpointId,
         since: UnixMillis,
         until: UnixMillis,
+        statuses: &[DeliveryStatus],
         now: UnixMillis,
     ) -> Result<Vec<DeliveryId>, StorageError> {
         let from = endpoint_delivery_key(
@@ -87,7 +89,7 @@ impl Ordered<'_> {
             endpoint,
             DeliveryId(ulid::Ulid::from_parts(until.max(0) as u64, u128::MAX)),
         );
-        let failed = [status_byte(DeliveryStatus::Failed)];
+        let wanted: Vec<u8> = statuses.iter().map(|s| status_byte(*s)).collect();
         let mut requeued = Vec::new();
         let mut chunk = Vec::new();
         let iter = self.db.iterator_cf(
@@ -97,11 +99,12 @@ impl Ordered<'_> {
         let mut flush = |chunk: &mut Vec<DeliveryId>| -> Result<(), StorageError> {
             let mut updates = Vec::with_capacity(chunk.len());
             for mut d in self.get_deliveries(chunk)?.into_iter().flatten() {
-                if d.status == DeliveryStatus::Failed {
+                if statuses.contains(&d.status) {
                     d.status = DeliveryStatus::Pending;
                     d.retries_used = 0;
                     d.next_attempt_at = Some(now);
                     d.updated_at = now;
+                    d.expires_at = None;
                     requeued.push(d.id);
                     updates.push((d, None));
                 }
@@ -114,7 +117,7 @@ impl Ordered<'_> {
             if *k > to[..] {
                 break;
             }
-            if *v != failed {
+            if !v.first().is_some_and(|b| wanted.contains(b)) {
                 continue;
             }
             if let Some((_, id)) = decode_endpoint_delivery_key(&k) {
@@ -208,11 +211,12 @@ impl Ordered<'_> {
             return Ok(Requeued::NotFound);
         };
         match d.status {
-            DeliveryStatus::Failed => {
+            DeliveryStatus::Failed | DeliveryStatus::Expired => {
                 d.status = DeliveryStatus::Pending;
                 d.retries_used = 0;
                 d.next_attempt_at = Some(now);
                 d.updated_at = now;
+                d.expires_at = None;
                 self.update_delivery(&d, None, None)?;
                 Ok(Requeued::Requeued)
             }

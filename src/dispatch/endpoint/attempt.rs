@@ -129,6 +129,7 @@ impl EndpointActor {
             Overrides {
                 deleting: self.deleting,
                 requeue: unsettled.requeue,
+                expires_at: delivery.expires_at,
             },
             now,
             retry::jitter_draw(),
@@ -143,6 +144,7 @@ impl EndpointActor {
             }
             Next::Failed => (DeliveryStatus::Failed, None),
             Next::Cancelled => (DeliveryStatus::Cancelled, None),
+            Next::Expired => (DeliveryStatus::Expired, None),
         };
         self.note_final(delivery.status, 1);
         let error = attempt.error.as_deref().unwrap_or("");
@@ -154,6 +156,10 @@ impl EndpointActor {
             DeliveryStatus::Failed => tracing::warn!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
                 error, "delivery failed; schedule exhausted"
+            ),
+            DeliveryStatus::Expired => tracing::info!(
+                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
+                error, "delivery expired: its next retry would come after its deadline"
             ),
             _ if transition == Transition::ProbeFailed => tracing::debug!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
@@ -199,7 +205,7 @@ impl EndpointActor {
             // queued again; waiting for a retry, it is due now.
             if requeue && !act.deleting {
                 match status {
-                    DeliveryStatus::Failed => act.requeue_stored(ctx, id),
+                    DeliveryStatus::Failed | DeliveryStatus::Expired => act.requeue_stored(ctx, id),
                     // Paged out: storage knows where it is.
                     DeliveryStatus::Pending if !act.bring_forward_now(ctx, id, now_millis()) => {
                         act.requeue_stored(ctx, id)
@@ -211,6 +217,60 @@ impl EndpointActor {
         }));
         // Its request slot is free: the next delivery need not wait for this write.
         self.after_change(ctx);
+    }
+}
+
+impl EndpointActor {
+    /// A delivery whose deadline passed before its turn came: stored as `expired`. It stays
+    /// unsettled until that is stored, so a retry asked for meanwhile is not lost.
+    pub(super) fn expire(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: DeliveryId,
+        mut delivery: Delivery,
+        class: Class,
+    ) {
+        self.unsettled.insert(
+            id,
+            Unsettled {
+                probe: false,
+                class,
+                requeue: false,
+            },
+        );
+        let now = now_millis();
+        delivery.status = DeliveryStatus::Expired;
+        delivery.next_attempt_at = None;
+        delivery.updated_at = now;
+        self.note_final(DeliveryStatus::Expired, 1);
+        tracing::info!(
+            delivery = %id, endpoint = %delivery.endpoint_id, attempts = delivery.attempts,
+            "delivery expired before its turn"
+        );
+        let old_due = self.queue.stored_due(id);
+        let update = DeliveryUpdate {
+            delivery,
+            attempt: None,
+            old_due,
+        };
+        let stats = (!self.deleting).then(|| self.stats_snapshot());
+        let write = self.shared.store.write_results(vec![update], stats);
+        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
+            let requeue = act.unsettled.remove(&id).is_some_and(|u| u.requeue);
+            match written {
+                Ok(()) => act.queue.remove(id),
+                // Still pending in storage: try again shortly.
+                Err(e) => {
+                    tracing::error!(delivery = %id, error = %e, "cannot store an expired delivery");
+                    let again = now_millis() + super::STORAGE_RETRY.as_millis() as i64;
+                    act.queue.reschedule(id, again, old_due.unwrap_or(again));
+                }
+            }
+            if requeue && !act.deleting {
+                act.requeue_stored(ctx, id);
+            }
+            act.after_change(ctx);
+        }));
     }
 }
 

@@ -242,6 +242,10 @@ impl EndpointActor {
                 Class::Retry
             };
             match self.queue.start(key) {
+                // Past its deadline: expired, without an attempt, a token or a slot.
+                Some((id, loaded)) if loaded.0.expired(now) => {
+                    self.expire(ctx, id, loaded.0, class)
+                }
                 Some((id, loaded)) => {
                     if let Some(b) = self.bucket.as_mut() {
                         b.take(now);
@@ -444,7 +448,7 @@ impl EndpointActor {
         match status {
             DeliveryStatus::Succeeded => self.stats.succeeded += count,
             DeliveryStatus::Failed => self.stats.failed += count,
-            DeliveryStatus::Cancelled => {}
+            DeliveryStatus::Cancelled | DeliveryStatus::Expired => {}
             DeliveryStatus::Pending => return,
         }
         if let Some(outcome) = crate::metrics::DeliveryOutcome::of(status) {

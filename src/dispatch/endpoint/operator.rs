@@ -157,6 +157,8 @@ impl EndpointActor {
 pub struct Recover {
     pub since: UnixMillis,
     pub until: UnixMillis,
+    /// Which final statuses are recovered: `failed`, `expired`.
+    pub statuses: Vec<DeliveryStatus>,
 }
 
 impl Handler<Recover> for EndpointActor {
@@ -175,7 +177,7 @@ impl Handler<Recover> for EndpointActor {
         let requeue = self
             .shared
             .store
-            .ordered(move |o| o.requeue_failed(endpoint, msg.since, msg.until, now));
+            .ordered(move |o| o.requeue_failed(endpoint, msg.since, msg.until, &msg.statuses, now));
         Box::pin(requeue.into_actor(self).map(move |r, act, ctx| {
             let ids = r?;
             for id in &ids {
@@ -301,6 +303,7 @@ fn test_event(endpoint: &Endpoint, event_type: String, now: UnixMillis) -> (Even
         next_attempt_at: None,
         created_at: now,
         updated_at: now,
+        expires_at: None,
     };
     (event, delivery)
 }
