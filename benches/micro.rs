@@ -69,6 +69,7 @@ fn new_event(n: u64, endpoint: EndpointId, payload: &str) -> NewEvent {
         created_at: 1_700_000_000_000,
         updated_at: 1_700_000_000_000,
         expires_at: None,
+        ordering: None,
     };
     NewEvent {
         event,

@@ -225,6 +225,17 @@ pub struct EndpointSpec {
     /// A delivery not succeeded within this of its event's receipt expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
+}
+
+/// Whether an endpoint's deliveries of events with the same `ordering_key` go one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    #[default]
+    None,
+    Key,
 }
 
 /// An endpoint's throttle: at most `burst` attempts at once, then `per_second` on average.
@@ -342,6 +353,31 @@ pub struct Delivery {
     /// When it expires if not succeeded by then; `retry` and `recover` lift it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixMillis>,
+    /// For an ordered endpoint: the event's key and this delivery's place among that key's
+    /// deliveries to the endpoint (1, 2, … in acknowledgement order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Sequenced>,
+}
+
+/// An ordered delivery's key and sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequenced {
+    pub key: String,
+    /// Assigned at acknowledgement (0 until then).
+    pub seq: u64,
+    /// Re-sent by `retry` or `recover` after it was final: out of order, waiting for no one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+}
+
+impl Delivery {
+    /// The key this delivery holds while pending, and its place, if it waits its turn.
+    pub fn turn(&self) -> Option<(&str, u64)> {
+        self.ordering
+            .as_ref()
+            .filter(|o| !o.released)
+            .map(|o| (o.key.as_str(), o.seq))
+    }
 }
 
 impl Delivery {

@@ -2,6 +2,9 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -328,4 +331,193 @@ fn bad_deadlines_are_refused_naming_the_field() {
         .as_str()
         .unwrap()
         .contains("statuses[1]"));
+}
+
+/// A receiver that answers each request, at random, 200 (70 %), 500 (10 %), not at all until
+/// the sender gives up (10 %), or with a connection reset (10 %), and records what it
+/// accepted: (ordering key, sequence, event id), in the order it answered 200.
+struct Unreliable {
+    url: String,
+    accepted: Arc<Mutex<Vec<(String, u64, String)>>>,
+}
+
+impl Unreliable {
+    fn start() -> Unreliable {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let log = accepted.clone();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(conn) = conn else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || serve_unreliably(conn, log, n as u64));
+            }
+        });
+        Unreliable { url, accepted }
+    }
+}
+
+fn serve_unreliably(
+    mut conn: std::net::TcpStream,
+    log: Arc<Mutex<Vec<(String, u64, String)>>>,
+    seed: u64,
+) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % 100
+    };
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    loop {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => headers.push(line),
+            }
+        }
+        let header = |name: &str| {
+            headers.iter().find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        match next() {
+            0..=69 => {
+                if conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+                log.lock().unwrap().push((
+                    header("x-webhook-ordering-key").unwrap_or_default(),
+                    header("x-webhook-sequence")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    header("webhook-id").unwrap_or_default(),
+                ));
+            }
+            70..=79 => {
+                if conn
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Silent past the endpoint's 300 ms timeout.
+            80..=89 => {
+                std::thread::sleep(Duration::from_millis(600));
+                return;
+            }
+            _ => {
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                use std::os::fd::AsRawFd;
+                // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
+                unsafe {
+                    libc::setsockopt(
+                        conn.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &linger as *const libc::linger as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn ordered_deliveries_arrive_in_sequence_per_key_through_failures_and_crashes() {
+    let rx = Unreliable::start();
+    let mut h = Hookd::start(&[]);
+    let schedule = vec!["200ms"; 10];
+    let (ep, _) = h.endpoint(
+        "ord",
+        &rx.url,
+        &["*"],
+        json!({"ordering": "key", "timeout": "300ms", "retry_schedule": schedule}),
+    );
+    let (_, e) = h.get(&format!("/v1/endpoints/{ep}"));
+    assert_eq!(e["ordering"], "key", "{e}");
+    const KEYS: usize = 50;
+    const PER_KEY: usize = 40;
+    // Events interleaved across keys, in batches, with two kill -9s along the way.
+    for round in 0..PER_KEY {
+        let events: Vec<Value> = (0..KEYS)
+            .map(|k| {
+                json!({"id": format!("k{k}-{round}"), "tenant": "ord", "type": "x",
+                       "ordering_key": format!("card-{k}"), "payload": {"n": round}})
+            })
+            .collect();
+        let (status, res) = h.post("/v1/events/batch", json!({ "events": events }));
+        assert_eq!(status, 200, "{res}");
+        if round == 15 || round == 30 {
+            h.kill();
+            h.start_again();
+        }
+    }
+    wait_until(
+        Duration::from_secs(120),
+        "every ordered delivery final",
+        || h.pending_counts(&[&ep]) == vec![(0, 0, 0)],
+    );
+    // Per key, the receiver accepted sequence numbers 1, 2, … in order (a repeat after a
+    // crash is the at-least-once resend of the one before, never one from later).
+    let accepted = rx.accepted.lock().unwrap().clone();
+    let mut per_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for (key, seq, _) in &accepted {
+        let seen = per_key.entry(key.clone()).or_default();
+        if seen.last() == Some(seq) {
+            continue;
+        }
+        assert!(
+            !seen.contains(seq),
+            "{key}: {seq} accepted again after later ones: {seen:?}"
+        );
+        seen.push(*seq);
+    }
+    let failed = h.history(&ep, Some("failed"));
+    assert_eq!(per_key.len(), KEYS, "every key delivered");
+    for (key, seqs) in &per_key {
+        let skipped: Vec<u64> = (1..=PER_KEY as u64).filter(|s| !seqs.contains(s)).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(&sorted, seqs, "{key} out of order: {seqs:?}");
+        // A gap is only a delivery that failed for good.
+        for s in skipped {
+            assert!(
+                failed
+                    .iter()
+                    .any(|d| d["ordering_key"] == key.as_str() && d["sequence"] == s),
+                "{key}: {s} neither accepted nor failed"
+            );
+        }
+    }
+    eprintln!(
+        "{} accepted requests, {} keys in order, {} failed for good",
+        accepted.len(),
+        per_key.len(),
+        failed.len()
+    );
+    assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
 }

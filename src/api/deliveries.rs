@@ -55,6 +55,9 @@ pub fn view(delivery: &Delivery, attempts: &[Attempt]) -> Value {
         "attempts": attempts,
         "next_attempt_at": delivery.next_attempt_at.map(rfc3339),
         "created_at": rfc3339(delivery.created_at),
+        "expires_at": delivery.expires_at.map(rfc3339),
+        "ordering_key": delivery.ordering.as_ref().map(|o| o.key.as_str()),
+        "sequence": delivery.ordering.as_ref().map(|o| o.seq),
     })
 }
 

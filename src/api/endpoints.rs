@@ -26,7 +26,7 @@ const MAX_HEADERS: usize = 32;
 const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Headers hookd sets itself; neither `signature_header` nor static headers may replace them.
-const RESERVED_HEADERS: [&str; 12] = [
+const RESERVED_HEADERS: [&str; 14] = [
     "content-type",
     "content-length",
     "user-agent",
@@ -36,6 +36,8 @@ const RESERVED_HEADERS: [&str; 12] = [
     "x-webhook-id",
     "x-webhook-event",
     "x-webhook-attempt",
+    "x-webhook-ordering-key",
+    "x-webhook-sequence",
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
@@ -200,6 +202,7 @@ pub fn view(endpoint: &Endpoint, config: &Config) -> Value {
         "headers": endpoint.spec.headers.clone().unwrap_or_default(),
         "rate_limit": endpoint.spec.rate_limit,
         "ttl": endpoint.spec.ttl,
+        "ordering": endpoint.spec.ordering.unwrap_or_default(),
         "status": endpoint.status,
         "created_at": rfc3339(endpoint.created_at),
         "updated_at": rfc3339(endpoint.updated_at),

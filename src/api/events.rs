@@ -12,7 +12,7 @@ use crate::canonical;
 use crate::metrics::METRICS;
 use crate::model::{
     check_identifier, now_millis, parse_rfc3339, rfc3339, Delivery, DeliveryId, DeliveryRef,
-    DeliveryStatus, Event, EventKey, UnixMillis,
+    DeliveryStatus, Event, EventKey, Sequenced, UnixMillis,
 };
 use crate::storage::{IngestOutcome, NewEvent};
 
@@ -33,6 +33,9 @@ struct EventIn {
     /// RFC 3339: its deliveries expire if not succeeded by then.
     #[serde(default)]
     expires_at: Option<String>,
+    /// Deliveries to an ordered endpoint with the same key go one at a time, in order.
+    #[serde(default)]
+    ordering_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,14 +93,17 @@ fn prepare(
         Some(at) => Some(parse_rfc3339(at).map_err(|m| ApiError::invalid(&name("expires_at"), m))?),
         None => None,
     };
+    if let Some(k) = &input.ordering_key {
+        check_identifier(k).map_err(|m| ApiError::invalid(&name("ordering_key"), m))?;
+    }
     let key = EventKey::new();
     let deliveries: Vec<Delivery> = state
         .router
         .route(&input.tenant, &input.event_type)
         .into_iter()
-        .map(|(endpoint_id, ttl)| Delivery {
+        .map(|route| Delivery {
             id: DeliveryId::new(),
-            endpoint_id,
+            endpoint_id: route.id,
             event_key: key,
             event_id: id.clone(),
             event_type: input.event_type.clone(),
@@ -109,11 +115,22 @@ fn prepare(
             created_at: now,
             updated_at: now,
             // The earlier of the event's own deadline and the endpoint's ttl.
-            expires_at: ttl
+            expires_at: route
+                .ttl
                 .map(|t| now.saturating_add(t.as_millis().min(i64::MAX as u128) as i64))
                 .into_iter()
                 .chain(expires_at)
                 .min(),
+            // Its sequence number is given when the commit thread stores it.
+            ordering: input
+                .ordering_key
+                .as_ref()
+                .filter(|_| route.ordered)
+                .map(|key| Sequenced {
+                    key: key.clone(),
+                    seq: 0,
+                    released: false,
+                }),
         })
         .collect();
     let event = Event {

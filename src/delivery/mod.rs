@@ -120,6 +120,8 @@ pub struct WebhookRequest<'a> {
     pub timeout: Duration,
     /// Unix seconds for `webhook-timestamp`.
     pub timestamp: i64,
+    /// An ordered delivery's key and sequence number.
+    pub ordering: Option<(&'a str, u64)>,
 }
 
 /// The one HTTP client of the process; cheap to clone.
@@ -175,6 +177,10 @@ impl Sender {
         set("X-Webhook-Id", req.event_id.to_string());
         set("X-Webhook-Event", req.event_type.to_string());
         set("X-Webhook-Attempt", req.attempt.to_string());
+        if let Some((key, seq)) = req.ordering {
+            set("X-Webhook-Ordering-Key", key.to_string());
+            set("X-Webhook-Sequence", seq.to_string());
+        }
         set("webhook-id", req.event_id.to_string());
         set("webhook-timestamp", req.timestamp.to_string());
         set(

@@ -14,6 +14,7 @@
 
 pub mod circuit;
 mod endpoint;
+pub mod ordering;
 pub mod queue;
 pub mod rate;
 pub mod retry;
@@ -61,6 +62,15 @@ pub enum EndpointChangeError {
 struct Route {
     id: EndpointId,
     spec: Arc<EndpointSpec>,
+}
+
+/// One endpoint an event goes to, with the settings its delivery is created under.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed {
+    pub id: EndpointId,
+    pub ttl: Option<std::time::Duration>,
+    /// `ordering: "key"`.
+    pub ordered: bool,
 }
 
 #[derive(Default)]
@@ -112,12 +122,8 @@ impl Router {
         }
     }
 
-    /// The endpoints of `tenant` subscribed to `event_type`, each with its `ttl`.
-    pub fn route(
-        &self,
-        tenant: &str,
-        event_type: &str,
-    ) -> Vec<(EndpointId, Option<std::time::Duration>)> {
+    /// The endpoints of `tenant` subscribed to `event_type`, with what their deliveries need.
+    pub fn route(&self, tenant: &str, event_type: &str) -> Vec<Routed> {
         let inner = self.inner.read();
         inner
             .by_tenant
@@ -126,7 +132,11 @@ impl Router {
                 routes
                     .iter()
                     .filter(|r| r.spec.subscribes_to(event_type))
-                    .map(|r| (r.id, r.spec.ttl.map(|t| t.0)))
+                    .map(|r| Routed {
+                        id: r.id,
+                        ttl: r.spec.ttl.map(|t| t.0),
+                        ordered: r.spec.ordering == Some(crate::model::Ordering::Key),
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -280,6 +280,15 @@ impl PendingQueue {
         Some((id, loaded))
     }
 
+    /// A delivery taken by [`PendingQueue::start`] and set aside (an ordered one whose turn has
+    /// not come) waits again, due at `due`, with its record.
+    pub fn unpark(&mut self, id: DeliveryId, due: UnixMillis, class: Class, loaded: Loaded) {
+        if self.stored.contains_key(&id) && !self.effective.contains_key(&id) {
+            self.wait(id, due, class);
+            self.keep_loaded(id, loaded);
+        }
+    }
+
     /// [`PendingQueue::start`] of the earliest waiting delivery of either class.
     pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
         let first = self.first()?;

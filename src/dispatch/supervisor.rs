@@ -57,13 +57,14 @@ pub async fn start(
             for endpoint in s.list_endpoints()? {
                 let stats = s.get_stats(endpoint.id)?.unwrap_or_default();
                 let (total, page) = counts.remove(&endpoint.id).unwrap_or_default();
-                endpoints.push((endpoint, stats, PendingQueue::new(total, page)));
+                let keys = s.key_heads(endpoint.id)?;
+                endpoints.push((endpoint, stats, PendingQueue::new(total, page), keys));
             }
             Ok((endpoints, counts, s.newest_event_time()?))
         })
         .await?;
     check_clock(newest);
-    let total: usize = endpoints.iter().map(|(_, _, q)| q.total()).sum();
+    let total: usize = endpoints.iter().map(|(_, _, q, _)| q.total()).sum();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
     let mut supervisor = Supervisor {
@@ -73,8 +74,8 @@ pub async fn start(
         next_arbiter: 0,
     };
     let recovered_endpoints = endpoints.len();
-    for (endpoint, stats, queue) in endpoints {
-        supervisor.spawn_actor(Arc::new(endpoint), stats, queue);
+    for (endpoint, stats, queue, keys) in endpoints {
+        supervisor.spawn_actor(Arc::new(endpoint), stats, queue, keys);
     }
     // Due entries whose endpoint is gone: it was deleted before its actor finished cancelling.
     let orphaned: Vec<EndpointId> = counts.drain().map(|(id, _)| id).collect();
@@ -137,7 +138,13 @@ fn check_clock(newest: Option<UnixMillis>) {
 }
 
 impl Supervisor {
-    fn spawn_actor(&mut self, endpoint: Arc<Endpoint>, stats: EndpointStats, queue: PendingQueue) {
+    fn spawn_actor(
+        &mut self,
+        endpoint: Arc<Endpoint>,
+        stats: EndpointStats,
+        queue: PendingQueue,
+        keys: std::collections::HashMap<String, (u64, u64)>,
+    ) {
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let actor = EndpointActor::new(
@@ -146,6 +153,7 @@ impl Supervisor {
             stats,
             queue,
             self.shared.store.base_seq(),
+            keys,
         );
         let addr = EndpointActor::start_in_arbiter(arbiter, move |_| actor);
         self.router
@@ -246,6 +254,7 @@ impl Handler<CreateEndpoint> for Supervisor {
                     Arc::new(endpoint.clone()),
                     EndpointStats::default(),
                     PendingQueue::default(),
+                    Default::default(),
                 );
                 Ok((endpoint, secret))
             },

@@ -25,8 +25,13 @@ pub const CF_ENDPOINT_STATS: &str = "endpoint_stats";
 
 /// Small records of hookd's own (the storage probe).
 pub const CF_META: &str = "meta";
+/// Endpoint id ‖ ordering key → the last sequence number given (8 bytes, big-endian).
+pub const CF_SEQUENCES: &str = "sequences";
+/// Endpoint id ‖ ordering key ‖ 0x00 ‖ sequence → empty: one entry per pending ordered
+/// delivery, so the endpoint's actor knows each key's head after a restart.
+pub const CF_KEY_PENDING: &str = "key_pending";
 
-pub const ALL_CFS: [&str; 9] = [
+pub const ALL_CFS: [&str; 11] = [
     CF_ENDPOINTS,
     CF_EVENTS,
     CF_DELIVERIES,
@@ -36,7 +41,45 @@ pub const ALL_CFS: [&str; 9] = [
     CF_ENDPOINT_DELIVERIES,
     CF_ENDPOINT_STATS,
     CF_META,
+    CF_SEQUENCES,
+    CF_KEY_PENDING,
 ];
+
+/// Every key of `endpoint` in a column family keyed by endpoint id first: [from, to).
+pub fn endpoint_range(endpoint: EndpointId) -> ([u8; 16], [u8; 16]) {
+    let next = endpoint.0 .0.saturating_add(1);
+    (endpoint.to_bytes(), next.to_be_bytes())
+}
+
+pub fn sequence_key(endpoint: EndpointId, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + key.len());
+    k.extend_from_slice(&endpoint.to_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Identifiers never contain 0x00, so the separator keeps (key, sequence) pairs apart and a
+/// key's entries in sequence order.
+pub fn key_pending_key(endpoint: EndpointId, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + key.len() + 9);
+    k.extend_from_slice(&endpoint.to_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// (ordering key, sequence) of a `key_pending` key, without its endpoint prefix.
+pub fn decode_key_pending(k: &[u8]) -> Option<(String, u64)> {
+    let rest = k.get(16..)?;
+    let split = rest.len().checked_sub(9)?;
+    if rest.get(split) != Some(&0) {
+        return None;
+    }
+    let key = std::str::from_utf8(&rest[..split]).ok()?.to_string();
+    let seq = u64::from_be_bytes(rest[split + 1..].try_into().ok()?);
+    Some((key, seq))
+}
 
 pub const DUE_KEY_LEN: usize = 16 + 8 + 16;
 

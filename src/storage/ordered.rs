@@ -100,6 +100,9 @@ impl Ordered<'_> {
             let mut updates = Vec::with_capacity(chunk.len());
             for mut d in self.get_deliveries(chunk)?.into_iter().flatten() {
                 if statuses.contains(&d.status) {
+                    if let Some(o) = d.ordering.as_mut() {
+                        o.released = true;
+                    }
                     d.status = DeliveryStatus::Pending;
                     d.retries_used = 0;
                     d.next_attempt_at = Some(now);
@@ -172,6 +175,13 @@ impl Ordered<'_> {
             DeliveryStatus::Pending => delivery.next_attempt_at,
             _ => None,
         };
+        // A final ordered delivery no longer holds its key.
+        if let (Some((key, seq)), true) = (delivery.turn(), delivery.status.is_final()) {
+            batch.delete_cf(
+                self.cf(CF_KEY_PENDING),
+                key_pending_key(delivery.endpoint_id, key, seq),
+            );
+        }
         if old_due != new_due {
             if let Some(old) = old_due {
                 batch.delete_cf(due_cf, due_key(delivery.endpoint_id, old, delivery.id));
@@ -212,6 +222,10 @@ impl Ordered<'_> {
         };
         match d.status {
             DeliveryStatus::Failed | DeliveryStatus::Expired => {
+                // Re-sent out of order: it waits for no one and holds up no one.
+                if let Some(o) = d.ordering.as_mut() {
+                    o.released = true;
+                }
                 d.status = DeliveryStatus::Pending;
                 d.retries_used = 0;
                 d.next_attempt_at = Some(now);

@@ -206,6 +206,34 @@ impl Store {
         }
     }
 
+    /// Each ordering key of `endpoint` with pending ordered deliveries: its lowest and highest
+    /// pending sequence numbers.
+    pub fn key_heads(
+        &self,
+        endpoint: EndpointId,
+    ) -> Result<HashMap<String, (u64, u64)>, StorageError> {
+        let prefix = endpoint_key(endpoint);
+        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_KEY_PENDING),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let (key, seq) = decode_key_pending(&k).ok_or(StorageError::Corrupt {
+                cf: CF_KEY_PENDING,
+                message: "bad key".into(),
+            })?;
+            let e = out.entry(key).or_insert((seq, seq));
+            e.0 = e.0.min(seq);
+            e.1 = e.1.max(seq);
+        }
+        Ok(out)
+    }
+
     /// The newest time any stored event carries (its key's time), for the start-up clock check.
     pub fn newest_event_time(&self) -> Result<Option<UnixMillis>, StorageError> {
         let mut iter = self.db.iterator_cf(self.cf(CF_EVENTS), IteratorMode::End);
@@ -303,6 +331,9 @@ impl Store {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_ENDPOINTS), endpoint_key(id));
         batch.delete_cf(self.cf(CF_ENDPOINT_STATS), endpoint_key(id));
+        // Its keys' sequence numbers go with it (ids are never reused).
+        let (from, to) = endpoint_range(id);
+        batch.delete_range_cf(self.cf(CF_SEQUENCES), from, to);
         self.write(batch, true, StorageOp::Endpoint)
     }
 

@@ -159,6 +159,7 @@ pub(super) fn commit_loop(
         None
     };
     let mut seq = store.base_seq();
+    let mut sequences = Sequences::default();
     let mut was_full = false;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -190,7 +191,7 @@ pub(super) fn commit_loop(
         let group_seq = seq + 1;
         let committed = {
             let _busy = store.health.busy(Busy::Commit);
-            full.and_then(|()| commit(&store, &jobs, group_seq))
+            full.and_then(|()| commit(&store, &mut jobs, group_seq, &mut sequences))
         };
         match committed {
             Ok((outcomes, stored)) => {
@@ -348,21 +349,50 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
-/// Writes one group of ingest requests without fsync, its `due` entries marked with `seq`;
-/// returns each request's outcomes and how many events were stored.
+/// The last sequence number given per (endpoint, ordering key), as far as this thread has
+/// looked them up; this thread is the only one that gives them. Bounded: past `MAX`, it is
+/// emptied and read back from storage as needed.
+#[derive(Default)]
+struct Sequences {
+    last: HashMap<Vec<u8>, u64>,
+}
+
+impl Sequences {
+    const MAX: usize = 100_000;
+
+    fn last(&mut self, store: &Store, key: &[u8]) -> Result<u64, StorageError> {
+        if let Some(&n) = self.last.get(key) {
+            return Ok(n);
+        }
+        let n = store
+            .db
+            .get_pinned_cf(store.cf(CF_SEQUENCES), key)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(n)
+    }
+}
+
+/// Writes one group of ingest requests without fsync, its `due` entries marked with `seq`,
+/// giving ordered deliveries their sequence numbers; returns each request's outcomes and how
+/// many events were stored.
 fn commit(
     store: &Store,
-    jobs: &[CommitJob],
+    jobs: &mut [CommitJob],
     seq: u64,
+    sequences: &mut Sequences,
 ) -> Result<(Vec<Vec<IngestOutcome>>, u64), StorageError> {
+    // Numbers given in this group; kept only once its write succeeds, so a failed write
+    // leaves no gap in any key's sequence.
+    let mut given: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut batch = WriteBatch::default();
     let mut in_batch: HashMap<Vec<u8>, u32> = HashMap::new();
     let mut results = Vec::with_capacity(jobs.len());
     let idem_cf = store.cf(CF_IDEMPOTENCY);
     let seq_bytes = seq.to_be_bytes();
-    for job in jobs {
+    for job in jobs.iter_mut() {
         let mut outcomes = Vec::with_capacity(job.events.len());
-        for new in &job.events {
+        for new in &mut job.events {
             let ev = &new.event;
             let idem = idempotency_key(&ev.tenant, &ev.id);
             if let Some(&n) = in_batch.get(&idem) {
@@ -377,7 +407,22 @@ fn commit(
             let n = new.deliveries.len() as u32;
             batch.put_cf(idem_cf, &idem, idempotency_value(ev.key, n));
             batch.put_cf(store.cf(CF_EVENTS), event_key(ev.key), encode(ev)?);
-            for d in &new.deliveries {
+            for d in &mut new.deliveries {
+                if let Some(o) = d.ordering.as_mut() {
+                    let k = sequence_key(d.endpoint_id, &o.key);
+                    let last = match given.get(&k) {
+                        Some(&n) => n,
+                        None => sequences.last(store, &k)?,
+                    };
+                    o.seq = last + 1;
+                    given.insert(k.clone(), o.seq);
+                    batch.put_cf(store.cf(CF_SEQUENCES), &k, o.seq.to_be_bytes());
+                    batch.put_cf(
+                        store.cf(CF_KEY_PENDING),
+                        key_pending_key(d.endpoint_id, &o.key, o.seq),
+                        [],
+                    );
+                }
                 batch.put_cf(store.cf(CF_DELIVERIES), delivery_key(d.id), encode(d)?);
                 batch.put_cf(
                     store.cf(CF_ENDPOINT_DELIVERIES),
@@ -400,5 +445,9 @@ fn commit(
     if !batch.is_empty() {
         store.write(batch, false, StorageOp::Ingest)?;
     }
+    if sequences.last.len() + given.len() > Sequences::MAX {
+        sequences.last.clear();
+    }
+    sequences.last.extend(given);
     Ok((results, in_batch.len() as u64))
 }

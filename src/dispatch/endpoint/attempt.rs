@@ -176,6 +176,7 @@ impl EndpointActor {
         // The stats go with the result; a deleted endpoint's are not written back.
         let stats = (!self.deleting).then(|| self.stats_snapshot());
         let (status, next_at) = (delivery.status, delivery.next_attempt_at);
+        let turn = delivery.turn().map(|(k, s)| (k.to_string(), s));
         let update = DeliveryUpdate {
             delivery,
             attempt: Some(attempt),
@@ -200,6 +201,9 @@ impl EndpointActor {
                     act.queue.reschedule(id, next, stored.unwrap_or(next))
                 }
                 _ => act.queue.remove(id),
+            }
+            if let Some((key, seq)) = &turn {
+                act.turn_done(key, *seq, status.is_final() && written.is_ok());
             }
             // A retry asked for while its result was being stored: failed for good, it is
             // queued again; waiting for a retry, it is due now.
@@ -248,6 +252,7 @@ impl EndpointActor {
             "delivery expired before its turn"
         );
         let old_due = self.queue.stored_due(id);
+        let turn = delivery.turn().map(|(k, s)| (k.to_string(), s));
         let update = DeliveryUpdate {
             delivery,
             attempt: None,
@@ -257,6 +262,9 @@ impl EndpointActor {
         let write = self.shared.store.write_results(vec![update], stats);
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
             let requeue = act.unsettled.remove(&id).is_some_and(|u| u.requeue);
+            if let Some((key, seq)) = &turn {
+                act.turn_done(key, *seq, written.is_ok());
+            }
             match written {
                 Ok(()) => act.queue.remove(id),
                 // Still pending in storage: try again shortly.
@@ -308,6 +316,7 @@ pub(super) async fn send(
             timeout: settings.timeout,
             // Receivers compare it with their own wall clock, not with hookd's.
             timestamp: crate::clock::wall_millis() / 1000,
+            ordering: delivery.ordering.as_ref().map(|o| (o.key.as_str(), o.seq)),
         })
         .await
 }

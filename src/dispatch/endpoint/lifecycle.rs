@@ -61,6 +61,9 @@ impl Handler<Enqueue> for EndpointActor {
         }
         for loaded in msg.deliveries {
             let id = loaded.0.id;
+            if let Some((key, seq)) = loaded.0.turn() {
+                self.turns.learn(key, seq);
+            }
             self.queue.push_new(id, Enqueue::due(&loaded.0));
             self.queue.offer_loaded(id, loaded);
         }
@@ -125,6 +128,8 @@ impl EndpointActor {
         self.cancelling = true;
         let in_flight: HashSet<DeliveryId> = self.unsettled.keys().copied().collect();
         self.queue.clear_except(|id| in_flight.contains(&id));
+        self.parked.clear();
+        self.turns.clear();
         let endpoint = self.endpoint.id;
         let write = self
             .shared

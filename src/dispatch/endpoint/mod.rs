@@ -24,6 +24,10 @@
 //!   attempts started before the circuit opened are back. Deliveries waiting meanwhile are
 //!   held, not attempted, so they keep their retry budget; a probe is a real attempt and
 //!   follows its delivery's schedule. The first success closes the circuit;
+//! - ordered deliveries (`ordering: "key"`) of one key go one at a time in sequence order
+//!   ([`super::ordering`]): one picked before its turn is parked, out of the waiting sets but
+//!   still in memory, and waits again when the one before it is final and stored; one re-sent
+//!   by `retry` or `recover` after it was final is released and waits for no one;
 //! - test sends are outside the queue: they never wait, never count against `max_concurrency`
 //!   and are stored only once they have their outcome;
 //! - timers only wake the actor; whether something is due is decided on hookd's clock
@@ -48,6 +52,7 @@ use actix::prelude::*;
 use rustc_hash::FxHashMap;
 
 use super::circuit::CircuitState;
+use super::ordering::KeyTurns;
 use super::queue::{Class, PendingQueue};
 use super::rate::TokenBucket;
 use super::retry::EndpointSettings;
@@ -63,6 +68,14 @@ const STORAGE_RETRY: Duration = Duration::from_secs(1);
 const AGE_REFRESH: Duration = Duration::from_secs(5);
 /// Most records read ahead in one storage call.
 const READ_AHEAD: usize = 256;
+
+/// An ordered delivery picked before its turn, set aside with what it needs to wait again.
+struct Parked {
+    id: DeliveryId,
+    due: UnixMillis,
+    class: Class,
+    loaded: crate::storage::Loaded,
+}
 
 /// A started delivery whose result is not stored yet.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +110,10 @@ pub struct EndpointActor {
     circuit: CircuitState,
     /// The rate limit's bucket, when the endpoint has one.
     bucket: Option<TokenBucket>,
+    /// Ordering keys with pending ordered deliveries (`ordering: "key"`).
+    turns: KeyTurns,
+    /// Ordered deliveries picked before their turn, by (key, sequence).
+    parked: FxHashMap<(String, u64), Parked>,
     /// Stats-only writes not yet stored; shutdown waits for them.
     stats_writes: usize,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
@@ -113,13 +130,15 @@ pub struct EndpointActor {
 
 impl EndpointActor {
     /// `handed_over`: the last ingest commit whose deliveries are in storage for `queue` to
-    /// find (every commit before this process started).
+    /// find (every commit before this process started); `keys`: each ordering key's lowest
+    /// and highest pending sequence numbers, as stored.
     pub fn new(
         endpoint: Arc<Endpoint>,
         shared: Arc<Shared>,
         stats: EndpointStats,
         queue: PendingQueue,
         handed_over: u64,
+        keys: std::collections::HashMap<String, (u64, u64)>,
     ) -> EndpointActor {
         let settings = EndpointSettings::resolve(&endpoint.spec, &shared.config.delivery);
         let now = now_millis();
@@ -146,6 +165,8 @@ impl EndpointActor {
             stats,
             circuit,
             bucket,
+            turns: KeyTurns::restore(keys),
+            parked: FxHashMap::default(),
             stats_writes: 0,
             deleting: false,
             cancelling: false,
@@ -242,6 +263,10 @@ impl EndpointActor {
                 Class::Retry
             };
             match self.queue.start(key) {
+                // An ordered delivery before its turn: set aside until the one before is final.
+                Some((id, loaded)) if !self.take_turn(&loaded.0) => {
+                    self.park(id, key.0, class, loaded)
+                }
                 // Past its deadline: expired, without an attempt, a token or a slot.
                 Some((id, loaded)) if loaded.0.expired(now) => {
                     self.expire(ctx, id, loaded.0, class)
@@ -290,6 +315,48 @@ impl EndpointActor {
             Some((due, _)) if due.max(not_before) <= now => self.cancel_timer(ctx),
             Some((due, _)) => self.wake_at(ctx, due.max(not_before), now),
             None => self.cancel_timer(ctx),
+        }
+    }
+
+    /// Whether `delivery` may go now: unordered ones always; an ordered one when its key's
+    /// turn is its sequence number and no attempt of that key is out. Taking the turn marks the
+    /// key busy until [`EndpointActor::turn_done`].
+    fn take_turn(&mut self, delivery: &crate::model::Delivery) -> bool {
+        let Some((key, seq)) = delivery.turn() else {
+            return true;
+        };
+        self.turns.take(key, seq)
+    }
+
+    fn park(
+        &mut self,
+        id: DeliveryId,
+        due: UnixMillis,
+        class: Class,
+        loaded: crate::storage::Loaded,
+    ) {
+        let Some((key, seq)) = loaded.0.turn() else {
+            return;
+        };
+        let slot = (key.to_string(), seq);
+        self.parked.insert(
+            slot,
+            Parked {
+                id,
+                due,
+                class,
+                loaded,
+            },
+        );
+    }
+
+    /// The attempt of `key`'s turn `seq` is settled: if the delivery is now final, the next
+    /// sequence number's turn comes (and it waits again if it was set aside).
+    fn turn_done(&mut self, key: &str, seq: u64, is_final: bool) {
+        if let Some(next) = self.turns.done(key, seq, is_final) {
+            if let Some(p) = self.parked.remove(&(key.to_string(), next)) {
+                self.queue.unpark(p.id, p.due, p.class, p.loaded);
+            }
         }
     }
 

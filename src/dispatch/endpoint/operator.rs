@@ -304,6 +304,7 @@ fn test_event(endpoint: &Endpoint, event_type: String, now: UnixMillis) -> (Even
         created_at: now,
         updated_at: now,
         expires_at: None,
+        ordering: None,
     };
     (event, delivery)
 }
