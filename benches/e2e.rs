@@ -447,7 +447,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// `E2E_PHASES=a,b` runs only the named phases (the baseline always runs); unset runs all.
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "ingest",
     "drain",
     "e2e",
@@ -455,8 +455,13 @@ const PHASES: [&str; 8] = [
     "spread",
     "sustained",
     "latency",
+    "ordered",
     "backlog",
 ];
+
+/// Events per endpoint in the ordered phase, spread over `ORDERED_KEYS` ordering keys.
+const ORDERED_EVENTS: usize = 50_000;
+const ORDERED_KEYS: usize = 50;
 
 /// Prints rows as `name value ratio`.
 struct Table {
@@ -753,6 +758,66 @@ fn main() {
 
     // Bounded memory: a paused endpoint with a 200,000-delivery backlog, a kill -9 and a
     // restart with it pending, then resume and drain.
+    if on("ordered") {
+        // The same backlog drained by an unordered endpoint and by an ordered one whose events
+        // carry one of 50 ordering keys, on a fresh database.
+        let h = Hookd::start();
+        let mut rates = Vec::new();
+        for (tenant, ordering) in [("unordered", "none"), ("ordered", "key")] {
+            let spec = json!({"tenant": tenant, "url": rx_url, "event_types": ["*"],
+                              "max_concurrency": 64, "ordering": ordering});
+            let ep = h.admin(reqwest::Method::POST, "/v1/endpoints", Some(spec));
+            let id = ep["id"].as_str().unwrap().to_string();
+            h.admin(
+                reqwest::Method::POST,
+                &format!("/v1/endpoints/{id}/pause"),
+                None,
+            );
+            rt.block_on(async {
+                let client = reqwest::Client::new();
+                let url = format!("{}/v1/events/batch", h.base);
+                for n in 0..ORDERED_EVENTS / BATCH {
+                    let events: Vec<String> = (0..BATCH)
+                        .map(|i| {
+                            format!(
+                                r#"{{"id":"o{n}-{i}","tenant":"{tenant}","type":"fraud_detected","ordering_key":"k{}","payload":{PAYLOAD}}}"#,
+                                (n * BATCH + i) % ORDERED_KEYS
+                            )
+                        })
+                        .collect();
+                    let body = format!(r#"{{"events":[{}]}}"#, events.join(",")).into_bytes();
+                    let r = post_json(&client, &url, body).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            });
+            std::thread::sleep(SETTLE);
+            rx.received.store(0, Ordering::Relaxed);
+            let start = Instant::now();
+            h.admin(
+                reqwest::Method::POST,
+                &format!("/v1/endpoints/{id}/resume"),
+                None,
+            );
+            while rx.received.load(Ordering::Relaxed) < ORDERED_EVENTS as u64
+                && start.elapsed() < Duration::from_secs(120)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let rate = rx.received.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+            table.row(
+                &format!("{tenant} endpoint, {ORDERED_KEYS} keys: backlog of {ORDERED_EVENTS}, delivered/s"),
+                rate,
+            );
+            rates.push(rate);
+            wait_drained(&h, Duration::from_secs(60));
+            std::thread::sleep(SETTLE);
+        }
+        table.note(
+            "  ordered ÷ unordered",
+            format!("{:.2}", rates[1] / rates[0]),
+        );
+    }
+
     if on("backlog") {
         let h = Hookd::start();
         let backlog_id = h.endpoint("backlog", &rx_url, Some(64));
