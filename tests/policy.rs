@@ -181,7 +181,7 @@ fn first_attempts_start_at_once_behind_ten_thousand_due_retries() {
         &["*"],
         json!({ "retry_schedule": schedule }),
     );
-    for b in 0..200 {
+    for b in 0..204 {
         let events: Vec<Value> = (0..100)
             .map(|j| json!({"id": format!("old-{b}-{j}"), "tenant": "fresh", "type": "x", "payload": {}}))
             .collect();
@@ -191,7 +191,7 @@ fn first_attempts_start_at_once_behind_ten_thousand_due_retries() {
     wait_until(
         Duration::from_secs(120),
         "every old event attempted once",
-        || rx.count() >= 20_000,
+        || rx.count() >= 20_400,
     );
     // Now the receiver answers slowly: the retries keep coming due and pile up, and keep
     // their share of the endpoint's 16 request slots busy.
@@ -199,7 +199,7 @@ fn first_attempts_start_at_once_behind_ten_thousand_due_retries() {
     std::thread::sleep(Duration::from_secs(2));
     let (_, e) = h.get(&format!("/v1/endpoints/{ep}"));
     let pending = e["stats"]["pending"].as_u64().unwrap();
-    assert!(pending >= 9_000, "{pending} retries queued: {e}");
+    assert!(pending >= 10_000, "{pending} retries queued: {e}");
     assert_eq!(
         e["stats"]["state"], "active",
         "the circuit stays closed: {e}"
@@ -498,6 +498,15 @@ fn ordered_deliveries_arrive_in_sequence_per_key_through_failures_and_crashes() 
     }
     let failed = h.history(&ep, Some("failed"));
     assert_eq!(per_key.len(), KEYS, "every key delivered");
+    // Keys go side by side: a key whose head is retrying holds up only itself.
+    let early: std::collections::HashSet<&String> =
+        accepted.iter().take(4 * KEYS).map(|(k, _, _)| k).collect();
+    assert!(
+        early.len() >= KEYS * 4 / 5,
+        "the first {} acceptances span only {} keys",
+        4 * KEYS,
+        early.len()
+    );
     for (key, seqs) in &per_key {
         let skipped: Vec<u64> = (1..=PER_KEY as u64).filter(|s| !seqs.contains(s)).collect();
         let mut sorted = seqs.clone();
@@ -519,5 +528,69 @@ fn ordered_deliveries_arrive_in_sequence_per_key_through_failures_and_crashes() 
         per_key.len(),
         failed.len()
     );
+    assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
+}
+
+#[test]
+fn an_ordered_key_waits_through_pause_skips_a_failed_delivery_and_retry_releases_it() {
+    // The first request fails; no retries, so that failure is final at once.
+    let rx = Receiver::with(200, &[500], Duration::ZERO);
+    let h = Hookd::start(&[]);
+    let (ep, _) = h.endpoint(
+        "seq",
+        &rx.url,
+        &["*"],
+        json!({"ordering": "key", "retry_schedule": []}),
+    );
+    h.post_empty(&format!("/v1/endpoints/{ep}/pause"));
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let (status, res) = h.post(
+                "/v1/events",
+                json!({"id": format!("s{i}"), "tenant": "seq", "type": "x",
+                       "ordering_key": "card-1", "payload": {"n": i}}),
+            );
+            assert_eq!(status, 202, "{res}");
+            h.delivery_ids("seq", &format!("s{i}")).remove(0)
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let d = h.delivery(id);
+        assert_eq!(
+            (d["ordering_key"].as_str(), d["sequence"].as_u64()),
+            (Some("card-1"), Some(i as u64 + 1)),
+            "{d}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.count(), 0, "paused: the key waits");
+    // The first fails for good; the key moves on to the second, which the receiver takes.
+    h.post_empty(&format!("/v1/endpoints/{ep}/resume"));
+    rx.wait_count(1, Duration::from_secs(5));
+    h.wait_delivery_status(&ids[0], "failed", Duration::from_secs(5));
+    h.wait_delivery_status(&ids[2], "succeeded", Duration::from_secs(5));
+    let seqs: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("x-webhook-sequence").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        seqs,
+        ["1", "2", "3"],
+        "in sequence, the failed one skipped once final"
+    );
+    assert!(rx
+        .received()
+        .iter()
+        .all(|r| r.header("x-webhook-ordering-key") == Some("card-1")));
+    // retry re-sends the failed first one out of order; it waits for no one.
+    let (status, _) = h.post_empty(&format!("/v1/deliveries/{}/retry", ids[0]));
+    assert_eq!(status, 202);
+    h.wait_delivery_status(&ids[0], "succeeded", Duration::from_secs(5));
+    assert_eq!(
+        rx.received().last().unwrap().header("x-webhook-sequence"),
+        Some("1")
+    );
+    h.wait_all_delivered(&[&ep], Duration::from_secs(5));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
 }
