@@ -391,6 +391,14 @@ impl EndpointActor {
                             Some(l) if l.0.status == DeliveryStatus::Pending => {
                                 act.queue.put_loaded(id, l)
                             }
+                            // Final already (a write that failed half-way): if it held its
+                            // key's turn, the next one's turn comes.
+                            Some(l) if act.queue.is_waiting(id) => {
+                                if let Some((key, seq)) = l.0.turn() {
+                                    act.turn_done(key, seq, true);
+                                }
+                                act.drop_stray(ctx, id)
+                            }
                             _ if act.queue.is_waiting(id) => act.drop_stray(ctx, id),
                             _ => {}
                         }
