@@ -70,6 +70,7 @@ fn new_event(n: u64, endpoint: EndpointId, payload: &str) -> NewEvent {
         updated_at: 1_700_000_000_000,
         expires_at: None,
         ordering: None,
+        test: false,
     };
     NewEvent {
         event,

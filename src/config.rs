@@ -225,6 +225,23 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             return invalid("storage.path", "must not be empty");
         }
+        // A bare word that is not a level ("verbose") would be taken as a target name and
+        // silence every line; only levels, or directives with `=`, are accepted.
+        let levels = ["trace", "debug", "info", "warn", "error", "off"];
+        if let Some(bad) = self
+            .log
+            .level
+            .split(',')
+            .map(str::trim)
+            .find(|d| !d.contains('=') && !levels.contains(&d.to_ascii_lowercase().as_str()))
+        {
+            return invalid(
+                "log.level",
+                &format!(
+                    "{bad:?} is neither a level (trace, debug, info, warn, error, off) nor a filter like hookd=debug"
+                ),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }

@@ -149,6 +149,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "hookd starting");
+    if config.delivery.allow_http {
+        tracing::warn!("delivery.allow_http is on: endpoints may use plain http");
+    }
+    if config.delivery.allow_private_networks {
+        tracing::warn!(
+            "delivery.allow_private_networks is on: hookd may connect to loopback and private addresses"
+        );
+    }
     let router = Arc::new(Router::default());
     let hand_over = {
         let router = router.clone();
@@ -160,6 +169,9 @@ pub async fn run(
         config.storage.min_free_bytes,
         hand_over,
     )?;
+    tracing::info!(path = %config.storage.path.display(), "storage opened");
+    // Only now: a start that fails on its data directory never claimed to be listening.
+    tracing::info!("listening on {}", listener.local_addr()?);
     let mut admin_tokens = config.auth.admin_tokens.clone();
     if admin_tokens.is_empty() {
         admin_tokens.push(generated_admin_token(&config.storage.path)?);

@@ -65,9 +65,13 @@ fn main() -> ExitCode {
                 // Everything is stored and RocksDB is closed (WAL synced, background work
                 // stopped).
                 Ok(()) => exit_now(0),
+                // Once, on stderr: through the log when it is set up, plainly before that.
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("hookd: {e:#}");
+                    if tracing::dispatcher::has_been_set() {
+                        tracing::error!("{e:#}");
+                    } else {
+                        eprintln!("hookd: {e:#}");
+                    }
                     exit_now(1)
                 }
             }
@@ -90,7 +94,6 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     hookd::init_logging(&config.log);
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
-    tracing::info!("listening on {}", listener.local_addr()?);
     actix_rt::System::new().block_on(hookd::run(config, listener, shutdown_signal()))?;
     Ok(())
 }

@@ -357,6 +357,9 @@ pub struct Delivery {
     /// deliveries to the endpoint (1, 2, … in acknowledgement order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<Sequenced>,
+    /// A `POST /v1/endpoints/{id}/test` send: final once sent, never retried or recovered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// An ordered delivery's key and sequence number.

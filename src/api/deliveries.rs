@@ -73,6 +73,13 @@ pub async fn retry(
         .call(move |s| s.get_delivery(id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("delivery {id}")))?;
+    if delivery.test {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!("delivery {id} is a test send, which is final once sent"),
+        ));
+    }
     let actor = state.router.actor(delivery.endpoint_id).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,

@@ -85,6 +85,12 @@ fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
         "http" => return fail("url", "must be https (delivery.allow_http is false)"),
         other => return fail("url", format!("scheme {other:?} is not http(s)")),
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return fail(
+            "url",
+            "contains credentials (user:password@); put them in headers instead",
+        );
+    }
     if url.host_str().is_none_or(str::is_empty) {
         return fail("url", "has no host");
     }
@@ -225,6 +231,7 @@ pub async fn create(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     tenant: Option<String>,
 }

@@ -131,6 +131,7 @@ fn prepare(
                     seq: 0,
                     released: false,
                 }),
+            test: false,
         })
         .collect();
     let event = Event {
@@ -233,6 +234,7 @@ pub async fn ingest_batch(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantQuery {
     tenant: Option<String>,
 }

@@ -99,7 +99,7 @@ impl Ordered<'_> {
         let mut flush = |chunk: &mut Vec<DeliveryId>| -> Result<(), StorageError> {
             let mut updates = Vec::with_capacity(chunk.len());
             for mut d in self.get_deliveries(chunk)?.into_iter().flatten() {
-                if statuses.contains(&d.status) {
+                if statuses.contains(&d.status) && !d.test {
                     if let Some(o) = d.ordering.as_mut() {
                         o.released = true;
                     }
@@ -221,7 +221,7 @@ impl Ordered<'_> {
             return Ok(Requeued::NotFound);
         };
         match d.status {
-            DeliveryStatus::Failed | DeliveryStatus::Expired => {
+            DeliveryStatus::Failed | DeliveryStatus::Expired if !d.test => {
                 // Re-sent out of order: it waits for no one and holds up no one.
                 if let Some(o) = d.ordering.as_mut() {
                     o.released = true;

@@ -305,6 +305,7 @@ fn test_event(endpoint: &Endpoint, event_type: String, now: UnixMillis) -> (Even
         updated_at: now,
         expires_at: None,
         ordering: None,
+        test: true,
     };
     (event, delivery)
 }
