@@ -60,6 +60,36 @@ impl EndpointState {
     }
 }
 
+/// Why ingest refused an event, for `hookd_ingest_rejected_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestRejection {
+    DiskFull,
+    StorageError,
+    NotReady,
+    TooLarge,
+    Invalid,
+}
+
+impl IngestRejection {
+    pub const ALL: [IngestRejection; 5] = [
+        IngestRejection::DiskFull,
+        IngestRejection::StorageError,
+        IngestRejection::NotReady,
+        IngestRejection::TooLarge,
+        IngestRejection::Invalid,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            IngestRejection::DiskFull => "disk_full",
+            IngestRejection::StorageError => "storage_error",
+            IngestRejection::NotReady => "not_ready",
+            IngestRejection::TooLarge => "too_large",
+            IngestRejection::Invalid => "invalid",
+        }
+    }
+}
+
 /// How a delivery ended, for `hookd_deliveries_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryOutcome {
@@ -114,6 +144,8 @@ pub struct Metrics {
     pub storage_commits: IntCounter,
     pub storage_committed_events: IntCounter,
     pub storage_errors: IntCounterVec,
+    pub ingest_rejected: IntCounterVec,
+    pub storage_free_bytes: prometheus::IntGauge,
     seen_types: Mutex<HashSet<String>>,
 }
 
@@ -238,9 +270,49 @@ impl Metrics {
                 }
                 c
             },
+            ingest_rejected: {
+                let c = counter(
+                    &registry,
+                    "hookd_ingest_rejected_total",
+                    "Events refused by ingest, by reason (a batch's bad items count one each).",
+                    &["reason"],
+                );
+                for r in IngestRejection::ALL {
+                    c.with_label_values(&[r.label()]);
+                }
+                c
+            },
+            storage_free_bytes: {
+                let g = prometheus::IntGauge::new(
+                    "hookd_storage_free_bytes",
+                    "Free bytes on the data directory's file system, as last checked.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
             seen_types: Mutex::new(HashSet::new()),
-            registry,
+            registry: {
+                let build = IntGaugeVec::new(
+                    Opts::new("hookd_build_info", "1, labelled with hookd's version."),
+                    &["version"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(build.clone()))
+                    .expect("unique metric");
+                build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                registry
+            },
         }
+    }
+
+    pub fn ingest_rejected(&self, reason: IngestRejection, n: u64) {
+        self.ingest_rejected
+            .with_label_values(&[reason.label()])
+            .inc_by(n);
     }
 
     pub fn storage_error(&self, op: crate::storage::StorageOp) {

@@ -129,3 +129,106 @@ fn start_up_says_what_it_opened_before_listening_and_a_failed_start_never_listen
         "{err}"
     );
 }
+
+#[test]
+fn methods_schemes_and_written_only_headers_answer_as_http_says() {
+    let rx = Receiver::start();
+    let h = Hookd::start(&[]);
+    let (ep, _) = h.endpoint(
+        "t",
+        &rx.url,
+        &["*"],
+        json!({"headers": {"X-Api-Key": "k-123"}}),
+    );
+    // A known path with a method it does not serve: 405 with Allow.
+    let r = h
+        .raw(reqwest::Method::PUT, &format!("/v1/endpoints/{ep}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, PATCH, DELETE")
+    );
+    let r = h
+        .raw(reqwest::Method::GET, "/v1/nowhere")
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // 401 names the scheme; the scheme is case-insensitive.
+    let r = h.raw(reqwest::Method::GET, "/v1/endpoints").send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    let r = h
+        .raw(reqwest::Method::GET, "/v1/endpoints")
+        .header("Authorization", format!("bearer {ADMIN}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Static header values are sent, never shown.
+    let (_, e) = h.get(&format!("/v1/endpoints/{ep}"));
+    assert_eq!(e["headers"], json!({"X-Api-Key": "***"}), "{e}");
+    h.event("t", "x", json!({}));
+    rx.wait_count(1, Duration::from_secs(10));
+    assert_eq!(rx.received()[0].header("X-Api-Key"), Some("k-123"));
+}
+
+#[test]
+fn refused_events_and_free_space_show_in_the_metrics() {
+    let h = Hookd::start(&[("HOOKD_EVENTS__MAX_PAYLOAD_BYTES", "64")]);
+    let (status, _) = h.post("/v1/events", json!({"tenant": "t", "type": "x"}));
+    assert_eq!(status, 400);
+    let (status, _) = h.post(
+        "/v1/events",
+        json!({"tenant": "t", "type": "x", "payload": {"big": "x".repeat(100)}}),
+    );
+    assert_eq!(status, 413);
+    let (status, res) = h.post(
+        "/v1/events/batch",
+        json!({"events": [{"tenant": "t", "type": "x", "payload": {}}, {"tenant": "t"}, {"type": "x"}]}),
+    );
+    assert_eq!(status, 200, "{res}");
+    // Not an event: a request without a good token.
+    let (status, _) = h.request(
+        reqwest::Method::POST,
+        "/v1/events",
+        Some("wrong"),
+        Some(&json!({"tenant": "t", "type": "x", "payload": {}})),
+    );
+    assert_eq!(status, 401);
+    let text = h.metrics_text();
+    let value = |line: &str| {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+    };
+    assert_eq!(
+        value("hookd_ingest_rejected_total{reason=\"invalid\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("hookd_ingest_rejected_total{reason=\"too_large\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("hookd_ingest_rejected_total{reason=\"disk_full\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(&format!(
+            "hookd_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    assert!(value("hookd_storage_free_bytes") > 0.0);
+}

@@ -205,7 +205,14 @@ pub fn view(endpoint: &Endpoint, config: &Config) -> Value {
         "signature_header": s.signature_header,
         "timeout": HumanDuration(s.timeout),
         "retry_schedule": schedule,
-        "headers": endpoint.spec.headers.clone().unwrap_or_default(),
+        // Static header values are often credentials: written, never shown.
+        "headers": endpoint
+            .spec
+            .headers
+            .iter()
+            .flatten()
+            .map(|(name, _)| (name.clone(), Value::from("***")))
+            .collect::<Map<String, Value>>(),
         "rate_limit": endpoint.spec.rate_limit,
         "ttl": endpoint.spec.ttl,
         "ordering": endpoint.spec.ordering.unwrap_or_default(),

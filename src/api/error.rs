@@ -65,7 +65,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(self.body())
+        let mut response = HttpResponse::build(self.status);
+        // RFC 6750: a 401 names the scheme it wants.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(self.body())
     }
 }
 
@@ -73,6 +78,10 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         if let StorageError::DiskFull { .. } = e {
             return ApiError::unavailable("disk_full", e.to_string());
+        }
+        // A fault being ridden out was logged once when it began (storage::health).
+        if let StorageError::Unavailable(_) = e {
+            return ApiError::unavailable("storage_unavailable", e.to_string());
         }
         tracing::error!(error = %e, "storage error while serving a request");
         ApiError::unavailable("storage_unavailable", e.to_string())

@@ -163,7 +163,35 @@ fn outcome_json(id: &str, outcome: IngestOutcome) -> Value {
     }
 }
 
+/// Counts a refused event (or `n` of them) in `hookd_ingest_rejected_total`; a request
+/// without a good token is not an event.
+fn count_rejection(e: &ApiError, n: u64) {
+    use crate::metrics::IngestRejection as R;
+    let reason = match (e.status.as_u16(), e.code) {
+        (_, "disk_full") => R::DiskFull,
+        (503, "not_ready" | "shutting_down") => R::NotReady,
+        (503, _) => R::StorageError,
+        (413, _) => R::TooLarge,
+        (401 | 403, _) => return,
+        (400..=499, _) => R::Invalid,
+        _ => R::StorageError,
+    };
+    METRICS.ingest_rejected(reason, n);
+}
+
 pub async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let answer = ingest_one(req, payload, state).await;
+    if let Err(e) = &answer {
+        count_rejection(e, 1);
+    }
+    answer
+}
+
+async fn ingest_one(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -196,6 +224,18 @@ pub async fn ingest_batch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let answer = ingest_many(req, payload, state).await;
+    if let Err(e) = &answer {
+        count_rejection(e, 1);
+    }
+    answer
+}
+
+async fn ingest_many(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Ingest)?;
     let body = read_json_body(&req, payload, state.config.events.max_batch_bytes).await?;
     let batch: BatchIn = parse_json(&body, "")?;
@@ -218,7 +258,10 @@ pub async fn ingest_batch(
                 accepted.push((i, new.event.id.clone(), new.event.event_type.clone()));
                 to_store.push(new);
             }
-            Err(e) => results[i] = Some(e.body()),
+            Err(e) => {
+                count_rejection(&e, 1);
+                results[i] = Some(e.body());
+            }
         }
     }
     if !accepted.is_empty() {

@@ -70,42 +70,57 @@ impl AppState {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/events", web::post().to(events::ingest))
-        .route("/v1/events/batch", web::post().to(events::ingest_batch))
-        .route("/v1/events/{id}", web::get().to(events::get))
-        .route("/v1/endpoints", web::post().to(endpoints::create))
-        .route("/v1/endpoints", web::get().to(endpoints::list))
-        .route("/v1/endpoints/{id}", web::get().to(endpoints::get))
-        .route("/v1/endpoints/{id}", web::patch().to(endpoints::patch))
-        .route("/v1/endpoints/{id}", web::delete().to(endpoints::delete))
-        .route("/v1/endpoints/{id}/pause", web::post().to(endpoints::pause))
-        .route(
-            "/v1/endpoints/{id}/resume",
-            web::post().to(endpoints::resume),
-        )
-        .route(
-            "/v1/endpoints/{id}/rotate-secret",
-            web::post().to(endpoints::rotate_secret),
-        )
-        .route("/v1/endpoints/{id}/test", web::post().to(endpoints::test))
-        .route(
-            "/v1/endpoints/{id}/deliveries",
-            web::get().to(endpoints::deliveries),
-        )
-        .route(
-            "/v1/endpoints/{id}/recover",
-            web::post().to(endpoints::recover),
-        )
-        .route("/v1/deliveries/{id}", web::get().to(deliveries::get))
-        .route(
-            "/v1/deliveries/{id}/retry",
-            web::post().to(deliveries::retry),
-        )
-        .default_service(web::to(not_found));
+/// Registers every route and records it in [`ROUTE_TABLE`], so that a known path asked with
+/// a method it does not serve can answer 405 with `Allow`.
+macro_rules! api_routes {
+    ($( $method:ident $path:literal => $handler:path ),* $(,)?) => {
+        /// Every route: (method, path pattern).
+        pub const ROUTE_TABLE: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
+
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $( cfg.route($path, web::$method().to($handler)); )*
+            cfg.default_service(web::to(not_found));
+        }
+    };
+}
+
+api_routes! {
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+    get "/metrics" => metrics,
+    post "/v1/events" => events::ingest,
+    post "/v1/events/batch" => events::ingest_batch,
+    get "/v1/events/{id}" => events::get,
+    post "/v1/endpoints" => endpoints::create,
+    get "/v1/endpoints" => endpoints::list,
+    get "/v1/endpoints/{id}" => endpoints::get,
+    patch "/v1/endpoints/{id}" => endpoints::patch,
+    delete "/v1/endpoints/{id}" => endpoints::delete,
+    post "/v1/endpoints/{id}/pause" => endpoints::pause,
+    post "/v1/endpoints/{id}/resume" => endpoints::resume,
+    post "/v1/endpoints/{id}/rotate-secret" => endpoints::rotate_secret,
+    post "/v1/endpoints/{id}/test" => endpoints::test,
+    get "/v1/endpoints/{id}/deliveries" => endpoints::deliveries,
+    post "/v1/endpoints/{id}/recover" => endpoints::recover,
+    get "/v1/deliveries/{id}" => deliveries::get,
+    post "/v1/deliveries/{id}/retry" => deliveries::retry,
+}
+
+/// The methods [`ROUTE_TABLE`] serves for `path` (a `{…}` segment matches any one segment).
+fn allowed_methods(path: &str) -> Vec<String> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTE_TABLE
+        .iter()
+        .filter(|(_, pattern)| {
+            let want: Vec<&str> = pattern.split('/').collect();
+            want.len() == segments.len()
+                && want
+                    .iter()
+                    .zip(&segments)
+                    .all(|(w, s)| w == s || (w.starts_with('{') && !s.is_empty()))
+        })
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect()
 }
 
 async fn healthz() -> HttpResponse {
@@ -133,6 +148,26 @@ async fn metrics() -> HttpResponse {
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
+    let allowed = allowed_methods(req.path());
+    if !allowed.is_empty() {
+        let mut response = ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} {} is not served; allowed: {}",
+                req.method(),
+                req.path(),
+                allowed.join(", ")
+            ),
+        )
+        .error_response();
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
+        }
+        return response;
+    }
     ApiError::new(
         actix_web::http::StatusCode::NOT_FOUND,
         "not_found",
@@ -238,4 +273,20 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, Api
 fn parse_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found(format!("{what} {raw:?}")))
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn a_known_path_lists_the_methods_it_serves() {
+        assert_eq!(
+            allowed_methods("/v1/endpoints/ep_1"),
+            ["GET", "PATCH", "DELETE"]
+        );
+        assert_eq!(allowed_methods("/v1/events"), ["POST"]);
+        assert!(allowed_methods("/v1/nothing").is_empty());
+        assert!(allowed_methods("/v1/endpoints/ep_1/nothing").is_empty());
+    }
 }

@@ -324,6 +324,9 @@ impl FreeSpace {
             // Cannot tell: let the write decide.
             Err(_) => return Ok(()),
         };
+        METRICS
+            .storage_free_bytes
+            .set(free.min(i64::MAX as u64) as i64);
         if free < self.min {
             return Err(StorageError::DiskFull {
                 path: self.path.display().to_string(),
