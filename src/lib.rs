@@ -65,6 +65,85 @@ pub enum RunError {
     StorageFailed,
 }
 
+/// The tokens in force: the configured ones, or the generated admin token when none is.
+fn tokens_of(config: &Config, generated: Option<&str>) -> Tokens {
+    let mut admin = config.auth.admin_tokens.clone();
+    if admin.is_empty() {
+        admin.extend(generated.map(str::to_string));
+    }
+    Tokens::new(&admin, &config.auth.ingest_tokens)
+}
+
+/// SIGHUP: loads the configuration again; applies `auth.*`, `log.level` and `events.types`,
+/// logs what changed and what would need a restart; a configuration that does not load is
+/// refused with the old one kept. Never stops hookd.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    state: web::Data<AppState>,
+    started: Arc<Config>,
+    file: Option<std::path::PathBuf>,
+    generated: Option<String>,
+) {
+    let mut current = (*started).clone();
+    while hangups.recv().await.is_some() {
+        let new = match Config::load(file.as_deref()) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: configuration refused; keeping the one in force");
+                continue;
+            }
+        };
+        if let Err(e) = reload_log_level(&new.log.level) {
+            tracing::error!(error = %e, "SIGHUP: log.level refused; keeping the one in force");
+            continue;
+        }
+        let mut changed = Vec::new();
+        if new.auth.admin_tokens != current.auth.admin_tokens
+            || new.auth.ingest_tokens != current.auth.ingest_tokens
+        {
+            *state.tokens.write() = tokens_of(&new, generated.as_deref());
+            changed.push("auth");
+        }
+        if new.log.level != current.log.level {
+            changed.push("log.level");
+        }
+        if new.events.types != current.events.types {
+            *state.catalogue.write() = Arc::new(new.events.types.clone());
+            changed.push("events.types");
+        }
+        // What the running process cannot take: the rest, compared section by section.
+        let mut restart = Vec::new();
+        if !same(&new.server, &started.server) {
+            restart.push("server");
+        }
+        if !same(&new.storage, &started.storage) {
+            restart.push("storage");
+        }
+        if !same(&new.delivery, &started.delivery) {
+            restart.push("delivery");
+        }
+        if new.events.max_payload_bytes != started.events.max_payload_bytes
+            || new.events.max_batch_bytes != started.events.max_batch_bytes
+        {
+            restart.push("events limits");
+        }
+        if new.log.format != started.log.format {
+            restart.push("log.format");
+        }
+        tracing::info!(
+            changed = ?changed,
+            needs_restart = ?restart,
+            "SIGHUP: configuration reloaded"
+        );
+        current = new;
+    }
+}
+
+/// Configuration sections derive no `PartialEq`; their serialized forms compare instead.
+fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
 /// Pings systemd's watchdog only while the dispatcher answers (the supervisor and every
 /// arbiter thread run a task within the interval) and storage can write without being stuck:
 /// a wedged hookd is restarted rather than left looking alive.
@@ -98,18 +177,50 @@ async fn feed_watchdog(
     }
 }
 
-/// Sends logs to stderr, as text or one JSON object per line.
+/// Replaces the log filter in force (a SIGHUP reload of `log.level`).
+type ReloadLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static RELOAD_LEVEL: std::sync::OnceLock<ReloadLevel> = std::sync::OnceLock::new();
+
+fn filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())
+}
+
+/// Sends logs to stderr, as text or one JSON object per line; `log.level` can be changed later
+/// by [`reload_log_level`].
 pub fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let initial = filter(&log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(initial)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    match log.format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD_LEVEL.set(Box::new(move |level| {
+                    handle.reload(filter(level)?).map_err(|e| e.to_string())
+                }));
+            }
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD_LEVEL.set(Box::new(move |level| {
+                    handle.reload(filter(level)?).map_err(|e| e.to_string())
+                }));
+            }
+        }
+    }
+}
+
+/// Sets the log filter in force to `level`.
+pub fn reload_log_level(level: &str) -> Result<(), String> {
+    match RELOAD_LEVEL.get() {
+        Some(reload) => reload(level),
+        None => Err("logging is not set up".into()),
+    }
 }
 
 /// The admin token hookd uses when none is configured: read from `<data>/admin.token`, or
@@ -143,11 +254,16 @@ fn generated_admin_token(data: &Path) -> Result<String, RunError> {
 }
 
 /// Runs hookd on `listener` until `shutdown` resolves. Must be called inside an actix system.
+/// On SIGHUP the configuration is loaded again from `config_file` (as at start) and what can
+/// change without a restart is applied.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    config_file: Option<std::path::PathBuf>,
 ) -> Result<(), RunError> {
+    // Installed first, so that a SIGHUP during start-up does not end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let config = Arc::new(config);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "hookd starting");
     if config.delivery.allow_http {
@@ -172,11 +288,12 @@ pub async fn run(
     tracing::info!(path = %config.storage.path.display(), "storage opened");
     // Only now: a start that fails on its data directory never claimed to be listening.
     tracing::info!("listening on {}", listener.local_addr()?);
-    let mut admin_tokens = config.auth.admin_tokens.clone();
-    if admin_tokens.is_empty() {
-        admin_tokens.push(generated_admin_token(&config.storage.path)?);
-    }
-    let tokens = Tokens::new(&admin_tokens, &config.auth.ingest_tokens);
+    let generated = if config.auth.admin_tokens.is_empty() {
+        Some(generated_admin_token(&config.storage.path)?)
+    } else {
+        None
+    };
+    let tokens = tokens_of(&config, generated.as_deref());
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
@@ -186,7 +303,8 @@ pub async fn run(
         config: config.clone(),
         store: store.clone(),
         router: router.clone(),
-        tokens,
+        tokens: parking_lot::RwLock::new(tokens),
+        catalogue: parking_lot::RwLock::new(Arc::new(config.events.types.clone())),
         ready: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         supervisor: parking_lot::RwLock::new(None),
@@ -215,6 +333,18 @@ pub async fn run(
         "recovery finished; ready"
     );
 
+    match hangups {
+        Ok(hangups) => {
+            actix_rt::spawn(reload_on_hangup(
+                hangups,
+                state.clone(),
+                config.clone(),
+                config_file,
+                generated,
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; reload needs a restart"),
+    }
     notify::notify("READY=1");
     if let Some(every) = notify::watchdog_interval() {
         actix_rt::spawn(feed_watchdog(every, store.clone(), supervisor.clone()));

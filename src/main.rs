@@ -89,12 +89,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(config.as_deref())?;
+fn serve(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(file.as_deref())?;
     hookd::init_logging(&config.log);
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
-    actix_rt::System::new().block_on(hookd::run(config, listener, shutdown_signal()))?;
+    actix_rt::System::new().block_on(hookd::run(config, listener, shutdown_signal(), file))?;
     Ok(())
 }
 

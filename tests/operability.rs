@@ -232,3 +232,67 @@ fn refused_events_and_free_space_show_in_the_metrics() {
     );
     assert!(value("hookd_storage_free_bytes") > 0.0);
 }
+
+#[test]
+fn sighup_reloads_tokens_level_and_catalogue_refuses_a_bad_file_and_never_stops() {
+    let config = |token: &str, level: &str, types: &str| {
+        format!("[auth]\nadmin_tokens = [\"{token}\"]\n[log]\nlevel = \"{level}\"\n[events]\ntypes = [{types}]\n")
+    };
+    let h = Hookd::start_with_config(&config(ADMIN, "info", "\"a\""), &[]);
+    let rx = Receiver::start();
+    h.endpoint("t", &rx.url, &["a"], json!({}));
+    h.post(
+        "/v1/events",
+        json!({"tenant": "t", "type": "a", "payload": {}}),
+    );
+    rx.wait_count(1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!h.log_text().contains("delivered"), "a debug line at info");
+    let get = |token: &str| {
+        h.request(reqwest::Method::GET, "/v1/endpoints", Some(token), None)
+            .0
+    };
+    assert_eq!(get(ADMIN), 200);
+    let (status, _) = h.post(
+        "/v1/events",
+        json!({"tenant": "t", "type": "b", "payload": {}}),
+    );
+    assert_eq!(status, 400, "b is not in the catalogue yet");
+
+    h.write_config(&config("a-new-admin-token", "debug", "\"a\", \"b\""));
+    h.hangup();
+    wait_until(Duration::from_secs(10), "the reload", || {
+        h.log_text().contains("SIGHUP: configuration reloaded")
+    });
+    assert_eq!(get(ADMIN), 401, "the old token no longer works");
+    assert_eq!(get("a-new-admin-token"), 200);
+    let (status, res) = h.request(
+        reqwest::Method::POST,
+        "/v1/events",
+        Some("a-new-admin-token"),
+        Some(&json!({"tenant": "t", "type": "b", "payload": {}})),
+    );
+    assert_eq!(status, 202, "b is in the catalogue now: {res}");
+    let log = h.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("SIGHUP: configuration reloaded"))
+        .unwrap();
+    assert!(
+        line.contains("auth") && line.contains("log.level") && line.contains("events.types"),
+        "{line}"
+    );
+    assert!(
+        !log.contains("a-new-admin-token"),
+        "tokens are never logged"
+    );
+    // A bad file is refused and the configuration in force kept.
+    h.write_config("[auth]\nadmin_tokens = [\"x\"]\nunknown_key = 1\n");
+    h.hangup();
+    wait_until(Duration::from_secs(10), "the refusal", || {
+        h.log_text().contains("SIGHUP: configuration refused")
+    });
+    assert_eq!(get("a-new-admin-token"), 200);
+    let r = h.raw(reqwest::Method::GET, "/readyz").send().unwrap();
+    assert_eq!(r.status(), 200, "still running");
+}

@@ -68,7 +68,7 @@ fn fail<T>(field: &str, message: impl Into<String>) -> Result<T, FieldError> {
     Err(FieldError(field.to_string(), message.into()))
 }
 
-fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
+fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Result<(), FieldError> {
     if let Err(m) = check_identifier(&spec.tenant) {
         return fail("tenant", m);
     }
@@ -108,7 +108,7 @@ fn validate(spec: &EndpointSpec, config: &Config) -> Result<(), FieldError> {
     if spec.event_types.is_empty() {
         return fail("event_types", "must list at least one type, or \"*\"");
     }
-    let catalogue = &config.events.types;
+
     for (i, t) in spec.event_types.iter().enumerate() {
         if t == "*" {
             continue;
@@ -230,7 +230,7 @@ pub async fn create(
     state.authorize(&req, Scope::Admin)?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let spec: EndpointSpec = parse_json(&body, "")?;
-    validate(&spec, &state.config)?;
+    validate(&spec, &state.config, &state.catalogue())?;
     let (endpoint, secret) = state.supervisor()?.send(CreateEndpoint(spec)).await??;
     let mut body = view(&endpoint, &state.config);
     body["secret"] = Value::String(secret.expose().to_string());
@@ -514,6 +514,7 @@ pub async fn patch(
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let patch: Map<String, Value> = parse_json(&body, "")?;
     let config: Arc<Config> = state.config.clone();
+    let catalogue = state.catalogue();
     change(
         &state,
         id,
@@ -534,7 +535,7 @@ pub async fn patch(
             }
             let spec: EndpointSpec = serde_path_to_error::deserialize(Value::Object(merged))
                 .map_err(|e| FieldError(e.path().to_string(), e.into_inner().to_string()))?;
-            validate(&spec, &config)?;
+            validate(&spec, &config, &catalogue)?;
             endpoint.spec = spec;
             Ok(())
         }),

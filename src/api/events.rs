@@ -67,7 +67,7 @@ fn prepare(
     };
     check_identifier(&input.tenant).map_err(|m| ApiError::invalid(&name("tenant"), m))?;
     check_identifier(&input.event_type).map_err(|m| ApiError::invalid(&name("type"), m))?;
-    let catalogue = &state.config.events.types;
+    let catalogue = state.catalogue();
     if !catalogue.is_empty() && !catalogue.contains(&input.event_type) {
         return Err(ApiError::bad_request(
             "unknown_event_type",
@@ -211,7 +211,7 @@ async fn ingest_one(
     let body = outcome_json(&id, outcome);
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
-            METRICS.event_ingested(&event_type, &state.config.events.types);
+            METRICS.event_ingested(&event_type, &state.catalogue());
             StatusCode::ACCEPTED
         }
         IngestOutcome::Duplicate { .. } => StatusCode::OK,
@@ -269,7 +269,7 @@ async fn ingest_many(
         for ((i, id, event_type), outcome) in accepted.into_iter().zip(outcomes) {
             results[i] = Some(outcome_json(&id, outcome));
             if matches!(outcome, IngestOutcome::Stored { .. }) {
-                METRICS.event_ingested(&event_type, &state.config.events.types);
+                METRICS.event_ingested(&event_type, &state.catalogue());
             }
         }
     }

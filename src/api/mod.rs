@@ -30,7 +30,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub router: Arc<Router>,
-    pub tokens: Tokens,
+    /// Replaced by a SIGHUP reload.
+    pub tokens: parking_lot::RwLock<Tokens>,
+    /// `events.types`, replaced by a SIGHUP reload.
+    pub catalogue: parking_lot::RwLock<Arc<Vec<String>>>,
     /// Set once recovery has rebuilt every endpoint actor; until then `/v1` answers 503.
     pub ready: AtomicBool,
     /// Set on SIGTERM/SIGINT: intake stops while in-flight work finishes.
@@ -40,6 +43,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The event catalogue in force (`events.types`; empty: any type).
+    pub fn catalogue(&self) -> Arc<Vec<String>> {
+        self.catalogue.read().clone()
+    }
+
     fn supervisor(&self) -> Result<Addr<Supervisor>, ApiError> {
         self.supervisor
             .read()
@@ -49,7 +57,7 @@ impl AppState {
 
     /// Every `/v1` handler's first step: a token good for `scope`, and a daemon taking requests.
     fn authorize(&self, req: &HttpRequest, scope: auth::Scope) -> Result<(), ApiError> {
-        self.tokens.require(req, scope)?;
+        self.tokens.read().require(req, scope)?;
         self.check_serving()
     }
 

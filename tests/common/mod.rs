@@ -25,6 +25,8 @@ pub struct Hookd {
     pub dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    /// `--config FILE`; its `[auth]` and `log.level` are then the file's, not the tests'.
+    config_file: Option<PathBuf>,
     pub logs: Arc<Mutex<Vec<String>>>,
     http: reqwest::blocking::Client,
 }
@@ -43,6 +45,7 @@ impl Hookd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            config_file: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -51,6 +54,51 @@ impl Hookd {
         };
         h.spawn();
         h
+    }
+
+    /// Starts hookd with `--config FILE` holding `toml` (rewrite it with
+    /// [`Hookd::write_config`]); the test defaults other than `[auth]` and `log.level` still
+    /// apply.
+    pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Hookd {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let file = temp.path().join("hookd.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut h = Hookd {
+            child: None,
+            base: String::new(),
+            dir: temp.path().to_path_buf(),
+            _temp: Some(temp),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            config_file: Some(file),
+            logs: Arc::new(Mutex::new(Vec::new())),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        h.spawn();
+        h
+    }
+
+    /// Replaces the `--config` file's contents.
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(
+            self.config_file
+                .as_ref()
+                .expect("started with a config file"),
+            toml,
+        )
+        .unwrap();
+    }
+
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let sent = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(sent, 0, "SIGHUP to hookd");
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -70,17 +118,21 @@ impl Hookd {
         let bin = std::env::var("TEST_HOOKD_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookd").to_string());
         let mut cmd = Command::new(bin);
-        cmd.arg("serve")
-            .current_dir(&self.dir)
+        cmd.arg("serve");
+        if let Some(file) = &self.config_file {
+            cmd.arg("--config").arg(file);
+        } else {
+            cmd.env("HOOKD_AUTH__ADMIN_TOKENS", json!([ADMIN]).to_string())
+                .env("HOOKD_AUTH__INGEST_TOKENS", json!([INGEST]).to_string())
+                .env("HOOKD_LOG__LEVEL", "info");
+        }
+        cmd.current_dir(&self.dir)
             .env_remove("HOOKD_CONFIG")
             .env("HOOKD_SERVER__LISTEN", "127.0.0.1:0")
             .env("HOOKD_STORAGE__PATH", self.data_dir())
-            .env("HOOKD_AUTH__ADMIN_TOKENS", json!([ADMIN]).to_string())
-            .env("HOOKD_AUTH__INGEST_TOKENS", json!([INGEST]).to_string())
             .env("HOOKD_DELIVERY__ALLOW_HTTP", "true")
             .env("HOOKD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true")
             .env("HOOKD_DELIVERY__RETRY_JITTER", "0")
-            .env("HOOKD_LOG__LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
