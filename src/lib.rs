@@ -193,25 +193,22 @@ pub fn init_logging(log: &LogConfig) {
         .with_env_filter(initial)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The two formats are two builder types; a macro keeps the one set-up for both (a
+    // generic function would have to restate tracing-subscriber's bounds).
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD_LEVEL.set(Box::new(move |level| {
+                    handle.reload(filter(level)?).map_err(|e| e.to_string())
+                }));
+            }
+        }};
+    }
     match log.format {
-        LogFormat::Text => {
-            let builder = builder.with_filter_reloading();
-            let handle = builder.reload_handle();
-            if builder.try_init().is_ok() {
-                let _ = RELOAD_LEVEL.set(Box::new(move |level| {
-                    handle.reload(filter(level)?).map_err(|e| e.to_string())
-                }));
-            }
-        }
-        LogFormat::Json => {
-            let builder = builder.json().with_filter_reloading();
-            let handle = builder.reload_handle();
-            if builder.try_init().is_ok() {
-                let _ = RELOAD_LEVEL.set(Box::new(move |level| {
-                    handle.reload(filter(level)?).map_err(|e| e.to_string())
-                }));
-            }
-        }
+        LogFormat::Text => install!(builder),
+        LogFormat::Json => install!(builder.json()),
     }
 }
 

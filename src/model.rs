@@ -384,6 +384,19 @@ impl Delivery {
 }
 
 impl Delivery {
+    /// Pending again at `now` on a fresh schedule (`retry`, `recover` of a final one): its
+    /// deadline lifted, and, if ordered, released from its key's turn (re-sent out of order).
+    pub fn requeue(&mut self, now: UnixMillis) {
+        if let Some(o) = self.ordering.as_mut() {
+            o.released = true;
+        }
+        self.status = DeliveryStatus::Pending;
+        self.retries_used = 0;
+        self.next_attempt_at = Some(now);
+        self.updated_at = now;
+        self.expires_at = None;
+    }
+
     /// Past its deadline at `now`.
     pub fn expired(&self, now: UnixMillis) -> bool {
         self.expires_at.is_some_and(|at| at <= now)

@@ -34,23 +34,7 @@ fn post_and_reset(base: &str, path: &str, body: &Value, after: Duration) {
     );
     s.write_all(req.as_bytes()).unwrap();
     std::thread::sleep(after);
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on a socket we own, with a correctly sized linger struct.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER");
-    drop(s);
+    reset_connection(s);
 }
 
 fn event_body(tenant: &str, id: &str) -> Value {

@@ -66,22 +66,7 @@ fn never_answers(mut s: TcpStream, _: &AtomicUsize) {
 
 fn resets(mut s: TcpStream, _: &AtomicUsize) {
     read_request(&mut s);
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an fd this function owns, with a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(s); // RST instead of FIN
+    reset_connection(s);
 }
 
 fn trickles(mut s: TcpStream, _: &AtomicUsize) {
@@ -382,12 +367,20 @@ fn a_second_hookd_on_a_data_directory_in_use_exits_at_once() {
         .unwrap();
     assert!(started.elapsed() < SECS(10));
     assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
             "data directory {} is in use by another hookd",
             h.data_dir().display()
         )),
+        "{stderr}"
+    );
+    // It failed before it listened, and said so once.
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert_eq!(
+        stderr.matches("is in use by another hookd").count(),
+        1,
         "{stderr}"
     );
     // The first one is unharmed.

@@ -425,21 +425,7 @@ fn serve_unreliably(
                 return;
             }
             _ => {
-                let linger = libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                };
-                use std::os::fd::AsRawFd;
-                // SAFETY: setsockopt on a socket we own, with a correctly sized struct.
-                unsafe {
-                    libc::setsockopt(
-                        conn.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_LINGER,
-                        &linger as *const libc::linger as *const libc::c_void,
-                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                    );
-                }
+                reset_connection(conn);
                 return;
             }
         }

@@ -45,8 +45,10 @@ struct BatchIn {
 }
 
 /// Validates one event and gives it its deliveries; `field` prefixes error messages.
+/// `catalogue` is the request's view of `events.types` (read once per request).
 fn prepare(
     state: &AppState,
+    catalogue: &[String],
     input: EventIn,
     field: &str,
     now: UnixMillis,
@@ -67,7 +69,6 @@ fn prepare(
     };
     check_identifier(&input.tenant).map_err(|m| ApiError::invalid(&name("tenant"), m))?;
     check_identifier(&input.event_type).map_err(|m| ApiError::invalid(&name("type"), m))?;
-    let catalogue = state.catalogue();
     if !catalogue.is_empty() && !catalogue.contains(&input.event_type) {
         return Err(ApiError::bad_request(
             "unknown_event_type",
@@ -184,7 +185,11 @@ pub async fn ingest(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let answer = ingest_one(req, payload, state).await;
+    counted(ingest_one(req, payload, state).await)
+}
+
+/// A whole request refused counts as one rejected event.
+fn counted(answer: Result<HttpResponse, ApiError>) -> Result<HttpResponse, ApiError> {
     if let Err(e) = &answer {
         count_rejection(e, 1);
     }
@@ -200,7 +205,8 @@ async fn ingest_one(
     let limit = state.config.events.max_payload_bytes + ENVELOPE_BYTES;
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
-    let new = prepare(&state, input, "", now_millis())?;
+    let catalogue = state.catalogue();
+    let new = prepare(&state, &catalogue, input, "", now_millis())?;
     let (id, event_type) = (new.event.id.clone(), new.event.event_type.clone());
     // Once the store has it, the writer hands the deliveries over whether or not this request
     // is still there to see the answer.
@@ -211,7 +217,7 @@ async fn ingest_one(
     let body = outcome_json(&id, outcome);
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
-            METRICS.event_ingested(&event_type, &state.catalogue());
+            METRICS.event_ingested(&event_type, &catalogue);
             StatusCode::ACCEPTED
         }
         IngestOutcome::Duplicate { .. } => StatusCode::OK,
@@ -224,11 +230,7 @@ pub async fn ingest_batch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let answer = ingest_many(req, payload, state).await;
-    if let Err(e) = &answer {
-        count_rejection(e, 1);
-    }
-    answer
+    counted(ingest_many(req, payload, state).await)
 }
 
 async fn ingest_many(
@@ -246,13 +248,14 @@ async fn ingest_many(
         )));
     }
     let now = now_millis();
+    let catalogue = state.catalogue();
     let mut results: Vec<Option<Value>> = vec![None; batch.events.len()];
     let mut accepted: Vec<(usize, String, String)> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let field = format!("events[{i}]");
         let prepared = parse_json::<EventIn>(raw.get().as_bytes(), &field)
-            .and_then(|input| prepare(&state, input, &field, now));
+            .and_then(|input| prepare(&state, &catalogue, input, &field, now));
         match prepared {
             Ok(new) => {
                 accepted.push((i, new.event.id.clone(), new.event.event_type.clone()));
@@ -269,7 +272,7 @@ async fn ingest_many(
         for ((i, id, event_type), outcome) in accepted.into_iter().zip(outcomes) {
             results[i] = Some(outcome_json(&id, outcome));
             if matches!(outcome, IngestOutcome::Stored { .. }) {
-                METRICS.event_ingested(&event_type, &state.catalogue());
+                METRICS.event_ingested(&event_type, &catalogue);
             }
         }
     }

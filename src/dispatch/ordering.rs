@@ -20,6 +20,17 @@ struct Turn {
     busy: bool,
 }
 
+impl Turn {
+    /// A key whose lowest pending sequence number is `seq`, the only one known yet.
+    fn first(seq: u64, busy: bool) -> Turn {
+        Turn {
+            head: seq,
+            last: seq,
+            busy,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct KeyTurns {
     keys: FxHashMap<String, Turn>,
@@ -50,14 +61,7 @@ impl KeyTurns {
         match self.keys.get_mut(key) {
             Some(t) => t.last = t.last.max(seq),
             None => {
-                self.keys.insert(
-                    key.to_string(),
-                    Turn {
-                        head: seq,
-                        last: seq,
-                        busy: false,
-                    },
-                );
+                self.keys.insert(key.to_string(), Turn::first(seq, false));
             }
         }
     }
@@ -77,14 +81,7 @@ impl KeyTurns {
             // Every pending ordered delivery's key is known; one that is not has no one
             // before it.
             None => {
-                self.keys.insert(
-                    key.to_string(),
-                    Turn {
-                        head: seq,
-                        last: seq,
-                        busy: true,
-                    },
-                );
+                self.keys.insert(key.to_string(), Turn::first(seq, true));
                 true
             }
         }

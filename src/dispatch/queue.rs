@@ -290,6 +290,7 @@ impl PendingQueue {
     }
 
     /// [`PendingQueue::start`] of the earliest waiting delivery of either class.
+    #[cfg(test)]
     pub fn start_first(&mut self) -> Option<(DeliveryId, Loaded)> {
         let first = self.first()?;
         self.start(first)

@@ -143,13 +143,14 @@ impl RetrySchedule {
         &self.delays
     }
 
-    /// The delay before the next retry when `retries_used` retries were already made, or `None`
-    /// when the schedule is exhausted and the delivery has failed.
+    /// [`RetrySchedule::delay`] with a random draw.
+    #[cfg(test)]
     pub fn next_delay(&self, retries_used: u32) -> Option<Duration> {
         self.delay(retries_used, jitter_draw())
     }
 
-    /// [`RetrySchedule::next_delay`] with the random draw `unit` (in [-1, 1]) given.
+    /// The delay before the next retry when `retries_used` retries were already made, spread
+    /// by the random draw `unit` (in [-1, 1]), or `None` when the schedule is exhausted.
     pub fn delay(&self, retries_used: u32, unit: f64) -> Option<Duration> {
         let base = *self.delays.get(retries_used as usize)?;
         Some(self.spread(base, unit))

@@ -13,7 +13,7 @@
 //! wedged: storage is not healthy then either, and the systemd watchdog stops being fed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{StorageError, StorageOp};
@@ -46,7 +46,8 @@ pub struct Health {
     /// Set when hookd gives up on storage; `run` then exits non-zero.
     gave_up: Arc<tokio::sync::Notify>,
     gave_up_flag: AtomicBool,
-    last_error: OnceLock<parking_lot::Mutex<String>>,
+    /// The last fault, for the 503s while it lasts.
+    last_error: parking_lot::Mutex<String>,
 }
 
 /// Clears a thread's busy mark when its write returns.
@@ -69,7 +70,7 @@ impl Default for Health {
             wake_rx,
             gave_up: Arc::new(tokio::sync::Notify::new()),
             gave_up_flag: AtomicBool::new(false),
-            last_error: OnceLock::new(),
+            last_error: parking_lot::Mutex::new(String::new()),
         }
     }
 }
@@ -85,14 +86,7 @@ impl Health {
         if self.writable.load(Ordering::Acquire) {
             return Ok(());
         }
-        Err(StorageError::Unavailable(self.last_error()))
-    }
-
-    fn last_error(&self) -> String {
-        self.last_error
-            .get()
-            .map(|m| m.lock().clone())
-            .unwrap_or_default()
+        Err(StorageError::Unavailable(self.last_error.lock().clone()))
     }
 
     pub fn busy(&self, who: Busy) -> BusyGuard<'_> {
@@ -117,10 +111,7 @@ impl Health {
     /// A write or fsync failed.
     pub fn fault(&self, op: StorageOp, error: &StorageError) {
         METRICS.storage_error(op);
-        *self
-            .last_error
-            .get_or_init(|| parking_lot::Mutex::new(String::new()))
-            .lock() = error.to_string();
+        *self.last_error.lock() = error.to_string();
         if self.writable.swap(false, Ordering::AcqRel) {
             tracing::error!(
                 op = op.label(), error = %error,

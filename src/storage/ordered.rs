@@ -100,14 +100,7 @@ impl Ordered<'_> {
             let mut updates = Vec::with_capacity(chunk.len());
             for mut d in self.get_deliveries(chunk)?.into_iter().flatten() {
                 if statuses.contains(&d.status) && !d.test {
-                    if let Some(o) = d.ordering.as_mut() {
-                        o.released = true;
-                    }
-                    d.status = DeliveryStatus::Pending;
-                    d.retries_used = 0;
-                    d.next_attempt_at = Some(now);
-                    d.updated_at = now;
-                    d.expires_at = None;
+                    d.requeue(now);
                     requeued.push(d.id);
                     updates.push((d, None));
                 }
@@ -222,15 +215,7 @@ impl Ordered<'_> {
         };
         match d.status {
             DeliveryStatus::Failed | DeliveryStatus::Expired if !d.test => {
-                // Re-sent out of order: it waits for no one and holds up no one.
-                if let Some(o) = d.ordering.as_mut() {
-                    o.released = true;
-                }
-                d.status = DeliveryStatus::Pending;
-                d.retries_used = 0;
-                d.next_attempt_at = Some(now);
-                d.updated_at = now;
-                d.expires_at = None;
+                d.requeue(now);
                 self.update_delivery(&d, None, None)?;
                 Ok(Requeued::Requeued)
             }

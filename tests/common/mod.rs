@@ -34,18 +34,24 @@ pub struct Hookd {
 impl Hookd {
     /// Starts hookd on a fresh data directory; `env` overrides the test defaults.
     pub fn start(env: &[(&str, &str)]) -> Hookd {
-        let temp = tempfile::tempdir().expect("temp dir");
-        let dir = temp.path().to_path_buf();
+        Self::start_in(tempfile::tempdir().expect("temp dir"), env, None)
+    }
+
+    fn start_in(
+        temp: tempfile::TempDir,
+        env: &[(&str, &str)],
+        config_file: Option<PathBuf>,
+    ) -> Hookd {
         let mut h = Hookd {
             child: None,
             base: String::new(),
-            dir,
+            dir: temp.path().to_path_buf(),
             _temp: Some(temp),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            config_file: None,
+            config_file,
             logs: Arc::new(Mutex::new(Vec::new())),
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -63,24 +69,7 @@ impl Hookd {
         let temp = tempfile::tempdir().expect("temp dir");
         let file = temp.path().join("hookd.toml");
         std::fs::write(&file, toml).unwrap();
-        let mut h = Hookd {
-            child: None,
-            base: String::new(),
-            dir: temp.path().to_path_buf(),
-            _temp: Some(temp),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            config_file: Some(file),
-            logs: Arc::new(Mutex::new(Vec::new())),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        };
-        h.spawn();
-        h
+        Self::start_in(temp, env, Some(file))
     }
 
     /// Replaces the `--config` file's contents.
@@ -599,6 +588,27 @@ async fn receive(
         }
     }
     response.body(format!("answered {status}"))
+}
+
+/// Closes `stream` with a TCP reset (SO_LINGER 0) instead of a FIN, as a peer that gives up.
+pub fn reset_connection(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this function owns, with a correctly sized linger struct.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER");
+    drop(stream);
 }
 
 /// One series' value from Prometheus text: `name{endpoint="label"...} value`.
