@@ -155,8 +155,10 @@ impl Config {
             figment = figment.merge(Toml::file(f));
         }
         figment.merge(
+            // Only HOOKD_<SECTION>__<KEY>: HOOKD_CONFIG, HOOKD_URL and HOOKD_TOKEN (read by
+            // `hookd ctl`) name no key.
             Env::prefixed("HOOKD_")
-                .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
+                .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         )
     }
@@ -335,6 +337,8 @@ mod tests {
             jail.set_env("HOOKD_DELIVERY__MAX_CONCURRENCY", "7");
             jail.set_env("HOOKD_DELIVERY__RETRY_SCHEDULE", r#"["1s","250ms"]"#);
             jail.set_env("HOOKD_CONFIG", "ignored-by-the-env-layer.toml");
+            jail.set_env("HOOKD_URL", "http://127.0.0.1:1");
+            jail.set_env("HOOKD_TOKEN", "not-a-key");
             let c = Config::from_figment(Config::figment(Some(Path::new("h.toml")))).unwrap();
             assert_eq!(c.delivery.timeout, Duration::from_secs(5));
             assert_eq!(c.delivery.max_concurrency, 7);

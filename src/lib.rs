@@ -16,6 +16,9 @@
 //! - [`metrics`]: every Prometheus metric, with bounded labels.
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 //! - [`clock`]: hookd's one timeline, which wall-clock steps do not move.
+//! - [`stream`]: the live feed of attempts and state changes behind `GET /v1/stream`.
+//! - [`rules`]: the forms of request strings, shared by validation and the OpenAPI document.
+//! - [`ctl`]: `hookd ctl`, the operator's command line over the control API.
 //!
 //! [`run`] is the one seam both `main` and the tests use: it serves on a listener the caller
 //! bound, and returns once `shutdown` resolves and the server has stopped.
@@ -24,6 +27,7 @@ pub mod api;
 pub mod canonical;
 pub mod clock;
 pub mod config;
+pub mod ctl;
 pub mod delivery;
 pub mod dispatch;
 #[cfg(feature = "failpoints")]
@@ -31,7 +35,9 @@ pub mod failpoints;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod rules;
 pub mod storage;
+pub mod stream;
 
 use std::future::Future;
 use std::io::Write;
@@ -291,10 +297,12 @@ pub async fn run(
         None
     };
     let tokens = tokens_of(&config, generated.as_deref());
+    let feed = Arc::new(stream::Feed::default());
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
         sender: Sender::new(config.delivery.allow_private_networks)?,
+        feed: feed.clone(),
     });
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -305,12 +313,15 @@ pub async fn run(
         ready: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         supervisor: parking_lot::RwLock::new(None),
+        feed: feed.clone(),
+        started_at: std::time::Instant::now(),
     });
 
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap(actix_web::middleware::from_fn(api::check_method_and_query))
             .configure(api::routes)
     })
     .listen(listener)?
@@ -360,6 +371,7 @@ pub async fn run(
     tracing::info!(grace = ?grace, "shutting down: intake stopped, finishing in-flight attempts");
     notify::notify("STOPPING=1");
     state.stopping.store(true, Ordering::Release);
+    feed.close();
     server_handle.stop(true).await;
     let _ = server_task.await;
     match actix_rt::time::timeout(grace, supervisor.send(dispatch::Drain)).await {

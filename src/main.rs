@@ -1,9 +1,10 @@
-//! The `hookd` command: `serve` runs the daemon, `check-config` validates a configuration.
+//! The `hookd` command: `serve` runs the daemon, `check-config` validates a configuration,
+//! `ctl` talks to a running daemon, `man` prints the man page.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Every event allocates its way through parsing, signing and storage on several threads at
 /// once; mimalloc's per-thread heaps keep that off glibc malloc's shared arenas.
@@ -31,6 +32,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Talk to a running hookd: status, endpoints, deliveries, recover, events, tail, receive.
+    Ctl(Box<hookd::ctl::CtlArgs>),
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 /// Ends the process at once with `code`. Endpoint actors on other threads still hold the
@@ -73,6 +78,28 @@ fn main() -> ExitCode {
                         eprintln!("hookd: {e:#}");
                     }
                     exit_now(1)
+                }
+            }
+        }
+        Command::Ctl(args) => {
+            if let hookd::ctl::CtlCommand::Completions { shell } = args.command {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "hookd",
+                    &mut std::io::stdout(),
+                );
+                return ExitCode::SUCCESS;
+            }
+            ExitCode::from(hookd::ctl::run(*args) as u8)
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hookd: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

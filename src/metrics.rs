@@ -171,6 +171,12 @@ impl Metrics {
     // invariant: the names and labels below are static and valid, and registered once each.
     fn new() -> Metrics {
         let registry = Registry::new();
+        // process_* (CPU, memory, file descriptors, start time), read from /proc at scrape.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         let attempt_duration = HistogramVec::new(
             HistogramOpts::new(
                 "hookd_attempt_duration_seconds",

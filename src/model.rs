@@ -161,6 +161,11 @@ impl Secret {
         ))
     }
 
+    /// A secret as a receiver was given it (`hookd ctl receive --secret`).
+    pub fn given(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     /// The secret as the receiver holds it; only create/rotate responses and signing use this.
     pub fn expose(&self) -> &str {
         &self.0
@@ -202,35 +207,75 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// What a user may set on an endpoint, as given (unset options fall back to `[delivery]`).
 /// PATCH merges its fields over this and validates the result like a create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
+    #[schema(value_type = crate::rules::Identifier)]
     pub tenant: String,
+    /// An absolute https URL (http with `delivery.allow_http`), without user information.
+    #[schema(value_type = crate::rules::UrlString)]
     pub url: String,
+    /// Event types to receive; `["*"]` for every type.
+    #[schema(value_type = Vec<crate::rules::EventTypeName>, min_items = 1, max_items = 64)]
     pub event_types: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1024)]
+    #[serde(deserialize_with = "some_whole_number")]
     pub max_concurrency: Option<u32>,
+    /// The header carrying the hex HMAC signature (default `delivery.signature_header`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::rules::HeaderName>)]
     pub signature_header: Option<String>,
+    /// Per attempt: more than 0, at most 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::rules::TimeoutString>)]
     pub timeout: Option<HumanDuration>,
+    /// Delays before retry 1..n, each at most 30 days; at most 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::rules::DelayString>>, max_items = 50)]
     pub retry_schedule: Option<Vec<HumanDuration>>,
+    /// Static headers sent with every request; shown as `***`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::rules::Headers>)]
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     /// A delivery not succeeded within this of its event's receipt expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::rules::TtlString>)]
     pub ttl: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<Ordering>,
 }
 
+/// A JSON number that is a whole number fitting u32: `8` or `8.0` (JSON Schema calls both
+/// integers, so a client generated from the OpenAPI document may send either).
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{n} is not a whole number from 0 to {}", u32::MAX))
+        })
+}
+
+fn some_whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => whole_number(n).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 /// Whether an endpoint's deliveries of events with the same `ordering_key` go one at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Ordering {
     #[default]
@@ -239,10 +284,13 @@ pub enum Ordering {
 }
 
 /// An endpoint's throttle: at most `burst` attempts at once, then `per_second` on average.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    #[schema(minimum = 0.01, maximum = 100000)]
     pub per_second: f64,
+    #[schema(minimum = 1, maximum = 100000)]
+    #[serde(deserialize_with = "whole_number")]
     pub burst: u32,
 }
 
@@ -279,7 +327,7 @@ impl EndpointSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointStatus {
     Active,
@@ -314,7 +362,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,

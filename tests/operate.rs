@@ -202,10 +202,15 @@ fn recover_requeues_failed_deliveries_in_the_window_and_stats_count_them() {
     );
     assert_eq!(status, 202, "{out}");
     assert_eq!(out["requeued"], 0);
+    // A window that ends before it starts is empty: nothing is recovered.
+    let (status, out) = h.post(
+        &format!("/v1/endpoints/{id}/recover"),
+        json!({"since": rfc3339_now(0), "until": rfc3339_now(-60)}),
+    );
+    assert_eq!((status, out["requeued"].as_u64()), (202, Some(0)), "{out}");
     for body in [
         json!({}),
         json!({"since": "yesterday"}),
-        json!({"since": rfc3339_now(0), "until": rfc3339_now(-60)}),
         json!({"since": rfc3339_now(0), "colour": 1}),
     ] {
         let (status, err) = h.post(&format!("/v1/endpoints/{id}/recover"), body.clone());

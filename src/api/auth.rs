@@ -25,6 +25,19 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The bearer token of `Authorization`, if any; the scheme is case-insensitive (RFC 9110 §11.1).
+fn presented_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+}
+
 fn any_matches(candidates: &[[u8; 32]], presented: &[u8; 32]) -> bool {
     // Every candidate is compared, so the time does not depend on which one matched.
     candidates
@@ -41,25 +54,21 @@ impl Tokens {
         }
     }
 
+    /// The first 8 hex digits of the presented token's SHA-256, for operator-action log lines:
+    /// it tells tokens apart without revealing one.
+    pub fn fingerprint(req: &HttpRequest) -> String {
+        presented_token(req).map_or_else(|| "none".to_string(), |t| hex::encode(&digest(t)[..4]))
+    }
+
     /// 401 without a known token, 403 for an ingest token where admin is required.
     pub fn require(&self, req: &HttpRequest, scope: Scope) -> Result<(), ApiError> {
-        let presented = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 9110 §11.1).
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token)
-            })
-            .map(|t| digest(t.trim()))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing bearer token (Authorization: Bearer <token>)",
-                )
-            })?;
+        let presented = presented_token(req).map(digest).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing bearer token (Authorization: Bearer <token>)",
+            )
+        })?;
         if any_matches(&self.admin, &presented) {
             return Ok(());
         }

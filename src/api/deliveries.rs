@@ -1,15 +1,18 @@
-//! `GET /v1/deliveries/{id}` with its attempts, `POST /v1/deliveries/{id}/retry`, and the one
-//! delivery view every response uses.
+//! `GET /v1/deliveries/{id}` with its attempts, `POST /v1/deliveries/{id}/retry`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
 
 use super::auth::Scope;
+use super::views::{DeliveryView, ErrorBody, RetryAccepted};
 use super::{parse_id, ApiError, AppState};
 use crate::dispatch::{RetryDelivery, RetryOutcome};
-use crate::model::{rfc3339, Attempt, Delivery, DeliveryId};
+use crate::model::DeliveryId;
 
+/// A delivery with its attempts.
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = DeliveryView), (status = "default", body = ErrorBody)))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -27,40 +30,12 @@ pub async fn get(
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format!("delivery {id}")))?;
-    Ok(HttpResponse::Ok().json(view(&delivery, &attempts)))
+    Ok(HttpResponse::Ok().json(DeliveryView::of(&delivery, &attempts)))
 }
 
-/// A delivery with its attempts, as `GET /v1/deliveries/{id}` and the endpoint history show it.
-pub fn view(delivery: &Delivery, attempts: &[Attempt]) -> Value {
-    let attempts: Vec<_> = attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "n": a.n,
-                "at": rfc3339(a.at),
-                "status_code": a.status_code,
-                "duration_ms": a.duration_ms,
-                "error": a.error,
-                "response_body": a.response_body,
-            })
-        })
-        .collect();
-    json!({
-        "id": delivery.id,
-        "endpoint_id": delivery.endpoint_id,
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "tenant": delivery.tenant,
-        "status": delivery.status,
-        "attempts": attempts,
-        "next_attempt_at": delivery.next_attempt_at.map(rfc3339),
-        "created_at": rfc3339(delivery.created_at),
-        "expires_at": delivery.expires_at.map(rfc3339),
-        "ordering_key": delivery.ordering.as_ref().map(|o| o.key.as_str()),
-        "sequence": delivery.ordering.as_ref().map(|o| o.seq),
-    })
-}
-
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 202, body = RetryAccepted), (status = "default", body = ErrorBody)))]
 pub async fn retry(
     req: HttpRequest,
     path: web::Path<String>,
@@ -92,7 +67,14 @@ pub async fn retry(
     })?;
     match actor.send(RetryDelivery(id)).await?? {
         RetryOutcome::Requeued | RetryOutcome::BroughtForward => {
-            Ok(HttpResponse::Accepted().json(json!({"id": id, "status": "pending"})))
+            tracing::info!(
+                delivery = %id, endpoint = %delivery.endpoint_id,
+                token = %state.fingerprint(&req), "operator: delivery retried"
+            );
+            Ok(HttpResponse::Accepted().json(RetryAccepted {
+                id: id.to_string(),
+                status: crate::model::DeliveryStatus::Pending,
+            }))
         }
         RetryOutcome::NotRetryable(status) => Err(ApiError::new(
             StatusCode::CONFLICT,

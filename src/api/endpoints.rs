@@ -5,10 +5,15 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+
+use super::views::{
+    DeliveryPage, DeliveryView, EndpointCreated, EndpointDetail, EndpointList, EndpointStatsView,
+    EndpointView, ErrorBody, LastHour, Requeued, SecretView, TestResult,
+};
 
 use super::auth::Scope;
-use super::{parse_id, parse_json, read_json_body, ApiError, AppState};
+use super::{parse_id, parse_json, parse_query, read_json_body, ApiError, AppState};
 use crate::config::{Config, HumanDuration, MAX_RETRY_DELAY};
 use crate::dispatch::retry::EndpointSettings;
 use crate::dispatch::{
@@ -105,6 +110,12 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
             );
         }
     }
+    crate::rules::check(
+        &crate::rules::URL,
+        &spec.url,
+        "an absolute http(s) URL: a host name or dotted IPv4 address, optional port, path and query",
+    )
+    .or_else(|m| fail("url", m))?;
     if spec.event_types.is_empty() {
         return fail("event_types", "must list at least one type, or \"*\"");
     }
@@ -186,42 +197,10 @@ fn check_header_name(field: &str, name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// The endpoint as every response shows it: effective settings, never a secret.
-pub fn view(endpoint: &Endpoint, config: &Config) -> Value {
-    let s = EndpointSettings::resolve(&endpoint.spec, &config.delivery);
-    let schedule: Vec<HumanDuration> = s
-        .schedule
-        .delays()
-        .iter()
-        .map(|d| HumanDuration(*d))
-        .collect();
-    json!({
-        "id": endpoint.id,
-        "tenant": endpoint.spec.tenant,
-        "url": endpoint.spec.url,
-        "event_types": endpoint.spec.event_types,
-        "description": endpoint.spec.description,
-        "max_concurrency": s.max_concurrency,
-        "signature_header": s.signature_header,
-        "timeout": HumanDuration(s.timeout),
-        "retry_schedule": schedule,
-        // Static header values are often credentials: written, never shown.
-        "headers": endpoint
-            .spec
-            .headers
-            .iter()
-            .flatten()
-            .map(|(name, _)| (name.clone(), Value::from("***")))
-            .collect::<Map<String, Value>>(),
-        "rate_limit": endpoint.spec.rate_limit,
-        "ttl": endpoint.spec.ttl,
-        "ordering": endpoint.spec.ordering.unwrap_or_default(),
-        "status": endpoint.status,
-        "created_at": rfc3339(endpoint.created_at),
-        "updated_at": rfc3339(endpoint.updated_at),
-    })
-}
-
+/// Creates an endpoint; the response carries its signing secret, this once.
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = EndpointSpec,
+    security(("bearer" = [])),
+    responses((status = 201, body = EndpointCreated), (status = "default", body = ErrorBody)))]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -229,12 +208,19 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
+    let fields: Map<String, Value> = parse_json(&body, "")?;
+    crate::rules::check_endpoint_fields(&fields).map_err(|(f, m)| ApiError::invalid(&f, m))?;
     let spec: EndpointSpec = parse_json(&body, "")?;
     validate(&spec, &state.config, &state.catalogue())?;
     let (endpoint, secret) = state.supervisor()?.send(CreateEndpoint(spec)).await??;
-    let mut body = view(&endpoint, &state.config);
-    body["secret"] = Value::String(secret.expose().to_string());
-    Ok(HttpResponse::Created().json(body))
+    tracing::info!(
+        endpoint = %endpoint.id, tenant = %endpoint.spec.tenant, url = %endpoint.spec.url,
+        token = %state.fingerprint(&req), "operator: endpoint created"
+    );
+    Ok(HttpResponse::Created().json(EndpointCreated {
+        endpoint: EndpointView::of(&endpoint, &state.config),
+        secret: secret.expose().to_string(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -243,20 +229,27 @@ struct ListQuery {
     tenant: Option<String>,
 }
 
+/// Every endpoint, or one tenant's.
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", security(("bearer" = [])),
+    params(("tenant" = Option<String>, Query, description = "Only this tenant's endpoints")),
+    responses((status = 200, body = EndpointList), (status = "default", body = ErrorBody)))]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
-    let query = web::Query::<ListQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-    let tenant = query.into_inner().tenant;
+    let query: ListQuery = parse_query(&req)?;
+    let tenant = query.tenant;
     let endpoints = state.store.call(|s| s.list_endpoints()).await?;
-    let views: Vec<Value> = endpoints
+    let endpoints = endpoints
         .iter()
         .filter(|e| tenant.as_ref().is_none_or(|t| *t == e.spec.tenant))
-        .map(|e| view(e, &state.config))
+        .map(|e| EndpointView::of(e, &state.config))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"endpoints": views})))
+    Ok(HttpResponse::Ok().json(EndpointList { endpoints }))
 }
 
+/// The endpoint with its live stats.
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = EndpointDetail), (status = "default", body = ErrorBody)))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -278,23 +271,34 @@ pub async fn get(
             state: crate::metrics::EndpointState::Active,
             stats: Default::default(),
             next_probe_at: None,
+            last_error: None,
+            last_hour: (0, 0),
+            oldest_pending_age_ms: 0,
         },
     };
-    let mut body = view(&endpoint, &state.config);
     let s = &live.stats;
-    body["stats"] = json!({
-        "pending": live.pending,
-        "in_flight": live.in_flight,
-        "succeeded": s.succeeded,
-        "failed": s.failed,
-        "consecutive_failures": s.consecutive_failures,
-        "last_success_at": s.last_success_at.map(rfc3339),
-        "last_failure_at": s.last_failure_at.map(rfc3339),
-        "state": live.state.label(),
-        "failing_since": s.failing_since.map(rfc3339),
-        "next_probe_at": live.next_probe_at.map(rfc3339),
-    });
-    Ok(HttpResponse::Ok().json(body))
+    let stats = EndpointStatsView {
+        pending: live.pending as u64,
+        in_flight: live.in_flight as u64,
+        succeeded: s.succeeded,
+        failed: s.failed,
+        consecutive_failures: s.consecutive_failures,
+        last_success_at: s.last_success_at.map(rfc3339),
+        last_failure_at: s.last_failure_at.map(rfc3339),
+        state: live.state.label().to_string(),
+        failing_since: s.failing_since.map(rfc3339),
+        next_probe_at: live.next_probe_at.map(rfc3339),
+        last_error: live.last_error,
+        oldest_pending_age_seconds: (live.oldest_pending_age_ms / 1000) as u64,
+        last_hour: LastHour {
+            attempts: live.last_hour.0,
+            succeeded: live.last_hour.1,
+        },
+    };
+    Ok(HttpResponse::Ok().json(EndpointDetail {
+        endpoint: EndpointView::of(&endpoint, &state.config),
+        stats,
+    }))
 }
 
 /// The actor of a live endpoint, or 404.
@@ -308,15 +312,20 @@ fn actor_of(
         .ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TestIn {
+pub struct TestIn {
+    /// The event type of the test (default `webhook.test`); need not be in the catalogue.
     #[serde(rename = "type", default)]
+    #[schema(value_type = Option<crate::rules::Identifier>)]
     event_type: Option<String>,
 }
 
 /// Sends one signed test delivery now, paused or not, and answers with its outcome. It is
 /// stored like any delivery but never retried. Its type need not be in the catalogue.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/test", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body(content = TestIn, description = "Optional: an empty body sends `webhook.test`"),
+    responses((status = 200, body = TestResult), (status = "default", body = ErrorBody)))]
 pub async fn test(
     req: HttpRequest,
     path: web::Path<String>,
@@ -335,30 +344,44 @@ pub async fn test(
     check_identifier(&event_type).map_err(|m| ApiError::invalid("type", m))?;
     let actor = actor_of(&state, id)?;
     let outcome = actor.send(SendTest { event_type }).await??;
-    let a = &outcome.attempt;
-    Ok(HttpResponse::Ok().json(json!({
-        "delivery_id": outcome.delivery_id,
-        "event_id": outcome.event_id,
-        "success": a.error.is_none(),
-        "status_code": a.status_code,
-        "duration_ms": a.duration_ms,
-        "error": a.error,
-        "response_body": a.response_body,
-    })))
+    let a = outcome.attempt;
+    tracing::info!(
+        endpoint = %id, delivery = %outcome.delivery_id, status = a.status_code,
+        token = %state.fingerprint(&req), "operator: test sent"
+    );
+    Ok(HttpResponse::Ok().json(TestResult {
+        delivery_id: outcome.delivery_id.to_string(),
+        event_id: outcome.event_id,
+        success: a.error.is_none(),
+        status_code: a.status_code,
+        duration_ms: a.duration_ms,
+        error: a.error,
+        response_body: a.response_body,
+    }))
 }
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only deliveries with this status.
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// Page size, 1 to 500 (50 by default).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// `next_cursor` of the page before.
+    #[param(value_type = Option<String>, pattern = r"^dlv_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     cursor: Option<String>,
 }
 
 /// `GET /v1/endpoints/{id}/deliveries`: newest first; `next_cursor` fetches the next page.
+#[utoipa::path(get, path = "/v1/endpoints/{id}/deliveries", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, body = DeliveryPage), (status = "default", body = ErrorBody)))]
 pub async fn deliveries(
     req: HttpRequest,
     path: web::Path<String>,
@@ -366,9 +389,7 @@ pub async fn deliveries(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
-    let query = web::Query::<HistoryQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let query: HistoryQuery = parse_query(&req)?;
     let status = match query.status.as_deref() {
         None => None,
         Some("pending") => Some(DeliveryStatus::Pending),
@@ -398,12 +419,17 @@ pub async fn deliveries(
     };
     let cursor = match query.cursor.as_deref() {
         None => None,
-        Some(raw) => Some(raw.parse::<DeliveryId>().map_err(|_| {
-            ApiError::invalid(
-                "cursor",
-                format!("{raw:?} is not a cursor from next_cursor"),
-            )
-        })?),
+        Some(raw) => Some(
+            raw.parse::<DeliveryId>()
+                .ok()
+                .filter(|_| CURSOR.is_match(raw))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "cursor",
+                        format!("{raw:?} is not a cursor from next_cursor"),
+                    )
+                })?,
+        ),
     };
     let (endpoint, page) = state
         .store
@@ -418,29 +444,44 @@ pub async fn deliveries(
     let (Some(_), Some((items, next))) = (endpoint, page) else {
         return Err(ApiError::not_found(format!("endpoint {id}")));
     };
-    let deliveries: Vec<Value> = items
-        .iter()
-        .map(|(d, attempts)| super::deliveries::view(d, attempts))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "deliveries": deliveries,
-        "next_cursor": next,
-    })))
+    Ok(HttpResponse::Ok().json(DeliveryPage {
+        deliveries: items
+            .iter()
+            .map(|(d, attempts)| DeliveryView::of(d, attempts))
+            .collect(),
+        next_cursor: next.map(|c| c.to_string()),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RecoverIn {
+pub struct RecoverIn {
+    #[schema(value_type = crate::rules::Rfc3339String)]
     since: String,
+    /// Now by default.
     #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Rfc3339String>)]
     until: Option<String>,
-    /// Which final statuses to recover (`failed`, `expired`); `["failed"]` by default.
+    /// Which final statuses to recover; `["failed"]` by default.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<RecoverableStatus>>, min_items = 1)]
     statuses: Option<Vec<String>>,
 }
 
+/// A final status `recover` can bring back.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum RecoverableStatus {
+    Failed,
+    Expired,
+}
+
 /// `POST /v1/endpoints/{id}/recover`: every failed delivery created in the window goes back to
-/// the queue with a fresh schedule.
+/// the queue with a fresh schedule. A window that ends before it starts recovers nothing.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/recover", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = RecoverIn,
+    responses((status = 202, body = Requeued), (status = "default", body = ErrorBody)))]
 pub async fn recover(
     req: HttpRequest,
     path: web::Path<String>,
@@ -451,14 +492,11 @@ pub async fn recover(
     let id: EndpointId = parse_id(&path, "endpoint")?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let input: RecoverIn = parse_json(&body, "")?;
-    let since = parse_rfc3339(&input.since).map_err(|m| ApiError::invalid("since", m))?;
+    let since = time_field("since", &input.since)?;
     let until = match &input.until {
-        Some(u) => parse_rfc3339(u).map_err(|m| ApiError::invalid("until", m))?,
+        Some(u) => time_field("until", u)?,
         None => now_millis(),
     };
-    if until < since {
-        return Err(ApiError::invalid("until", "is before since"));
-    }
     let statuses = match &input.statuses {
         None => vec![DeliveryStatus::Failed],
         Some(given) if given.is_empty() => {
@@ -481,28 +519,41 @@ pub async fn recover(
             .collect::<Result<_, _>>()?,
     };
     let actor = actor_of(&state, id)?;
-    let requeued = actor
-        .send(Recover {
-            since,
-            until,
-            statuses,
-        })
-        .await??;
-    Ok(HttpResponse::Accepted().json(json!({"requeued": requeued})))
+    let requeued = if until < since {
+        0
+    } else {
+        actor
+            .send(Recover {
+                since,
+                until,
+                statuses,
+            })
+            .await??
+    };
+    tracing::info!(
+        endpoint = %id, since = %rfc3339(since), until = %rfc3339(until), requeued,
+        token = %state.fingerprint(&req), "operator: recover"
+    );
+    Ok(HttpResponse::Accepted().json(Requeued {
+        requeued: requeued as u64,
+    }))
 }
 
 async fn change(
     state: &AppState,
     id: EndpointId,
     change: EndpointChange,
-) -> Result<HttpResponse, ApiError> {
-    let endpoint = state
+) -> Result<Endpoint, ApiError> {
+    Ok(state
         .supervisor()?
         .send(ChangeEndpoint { id, change })
-        .await??;
-    Ok(HttpResponse::Ok().json(view(&endpoint, &state.config)))
+        .await??)
 }
 
+/// Replaces the given settings (`null` removes one); the result is validated like a create.
+#[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = EndpointPatch,
+    responses((status = 200, body = EndpointView), (status = "default", body = ErrorBody)))]
 pub async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
@@ -513,9 +564,11 @@ pub async fn patch(
     let id: EndpointId = parse_id(&path, "endpoint")?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let patch: Map<String, Value> = parse_json(&body, "")?;
+    crate::rules::check_endpoint_fields(&patch).map_err(|(f, m)| ApiError::invalid(&f, m))?;
+    let fields: Vec<String> = patch.keys().cloned().collect();
     let config: Arc<Config> = state.config.clone();
     let catalogue = state.catalogue();
-    change(
+    let endpoint = change(
         &state,
         id,
         Box::new(move |endpoint: &mut Endpoint| {
@@ -540,9 +593,18 @@ pub async fn patch(
             Ok(())
         }),
     )
-    .await
+    .await?;
+    tracing::info!(
+        endpoint = %id, fields = ?fields, token = %state.fingerprint(&req),
+        "operator: endpoint updated"
+    );
+    Ok(HttpResponse::Ok().json(EndpointView::of(&endpoint, &state.config)))
 }
 
+/// Deletes the endpoint; its pending deliveries end `cancelled`.
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
@@ -551,6 +613,7 @@ pub async fn delete(
     state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
     state.supervisor()?.send(DeleteEndpoint(id)).await??;
+    tracing::info!(endpoint = %id, token = %state.fingerprint(&req), "operator: endpoint deleted");
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -562,7 +625,7 @@ async fn set_status(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
-    change(
+    let endpoint = change(
         &state,
         id,
         Box::new(move |endpoint: &mut Endpoint| {
@@ -570,9 +633,19 @@ async fn set_status(
             Ok(())
         }),
     )
-    .await
+    .await?;
+    let action = match status {
+        EndpointStatus::Paused => "operator: endpoint paused",
+        EndpointStatus::Active => "operator: endpoint resumed",
+    };
+    tracing::info!(endpoint = %id, token = %state.fingerprint(&req), "{action}");
+    Ok(HttpResponse::Ok().json(EndpointView::of(&endpoint, &state.config)))
 }
 
+/// Holds the endpoint's queue: nothing is sent, deliveries accumulate, retry clocks stop.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/pause", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = "default", body = ErrorBody)))]
 pub async fn pause(
     req: HttpRequest,
     path: web::Path<String>,
@@ -581,6 +654,10 @@ pub async fn pause(
     set_status(req, path, state, EndpointStatus::Paused).await
 }
 
+/// Lets the backlog drain.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/resume", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = EndpointView), (status = "default", body = ErrorBody)))]
 pub async fn resume(
     req: HttpRequest,
     path: web::Path<String>,
@@ -591,6 +668,9 @@ pub async fn resume(
 
 /// A new current secret; the previous one keeps signing `webhook-signature` for
 /// `delivery.secret_overlap`, so receivers can switch without dropping requests.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/rotate-secret", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = SecretView), (status = "default", body = ErrorBody)))]
 pub async fn rotate_secret(
     req: HttpRequest,
     path: web::Path<String>,
@@ -628,6 +708,50 @@ pub async fn rotate_secret(
             }),
         })
         .await??;
-    tracing::info!(endpoint = %id, "secret rotated");
-    Ok(HttpResponse::Ok().json(json!({"secret": secret.expose()})))
+    tracing::info!(endpoint = %id, token = %state.fingerprint(&req), "operator: secret rotated");
+    Ok(HttpResponse::Ok().json(SecretView {
+        secret: secret.expose().to_string(),
+    }))
+}
+
+/// An RFC 3339 time field, of the form the document promises.
+fn time_field(field: &str, raw: &str) -> Result<crate::model::UnixMillis, ApiError> {
+    crate::rules::check(&crate::rules::RFC3339, raw, "an RFC 3339 time")
+        .and_then(|()| parse_rfc3339(raw))
+        .map_err(|m| ApiError::invalid(field, m))
+}
+
+/// The form of `next_cursor` (a delivery id).
+static CURSOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    // invariant: a literal pattern, the one in HistoryQuery's document.
+    regex::Regex::new(r"^dlv_[0-7][0-9A-HJKMNP-TV-Z]{25}$").expect("valid pattern")
+});
+
+/// A PATCH body: any endpoint setting but `tenant` (which cannot change); `null` removes an
+/// optional one. For the document only: the handler merges the object over the stored spec
+/// and validates the result as [`EndpointSpec`].
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EndpointPatch {
+    #[schema(value_type = Option<crate::rules::UrlString>, nullable = false)]
+    url: Option<String>,
+    #[schema(value_type = Option<Vec<crate::rules::EventTypeName>>, nullable = false, min_items = 1, max_items = 64)]
+    event_types: Option<Vec<String>>,
+    #[schema(max_length = 1024)]
+    description: Option<String>,
+    #[schema(minimum = 1, maximum = 1024)]
+    max_concurrency: Option<u32>,
+    #[schema(value_type = Option<crate::rules::HeaderName>)]
+    signature_header: Option<String>,
+    #[schema(value_type = Option<crate::rules::TimeoutString>)]
+    timeout: Option<String>,
+    #[schema(value_type = Option<Vec<crate::rules::DelayString>>, max_items = 50)]
+    retry_schedule: Option<Vec<String>>,
+    #[schema(value_type = Option<crate::rules::Headers>)]
+    headers: Option<()>,
+    rate_limit: Option<crate::model::RateLimit>,
+    #[schema(value_type = Option<crate::rules::TtlString>)]
+    ttl: Option<String>,
+    ordering: Option<crate::model::Ordering>,
 }

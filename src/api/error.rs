@@ -51,6 +51,16 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"code": self.code, "message": self.message}})
     }
+
+    /// The error object as a typed view (a batch item's refusal).
+    pub fn view(&self) -> super::views::ErrorBody {
+        super::views::ErrorBody {
+            error: super::views::ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -4,10 +4,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+
+use super::views::{BatchItem, BatchResults, ErrorBody, EventDelivery, EventView, Ingested};
 
 use super::auth::Scope;
-use super::{parse_json, read_json_body, ApiError, AppState};
+use super::{parse_json, parse_query, read_json_body, ApiError, AppState};
 use crate::canonical;
 use crate::metrics::METRICS;
 use crate::model::{
@@ -21,26 +23,37 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 /// Room in a single-event request body for everything around the payload.
 const ENVELOPE_BYTES: usize = 16 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EventIn {
+pub struct EventIn {
+    /// Made by hookd (`evt_<ulid>`) when absent; unique per tenant within retention.
     #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Identifier>)]
     id: Option<String>,
     #[serde(rename = "type")]
+    #[schema(value_type = crate::rules::Identifier)]
     event_type: String,
+    #[schema(value_type = crate::rules::Identifier)]
     tenant: String,
+    /// Any JSON object up to `events.max_payload_bytes`.
+    #[schema(value_type = Object)]
     payload: Map<String, Value>,
-    /// RFC 3339: its deliveries expire if not succeeded by then.
+    /// Its deliveries expire if not succeeded by then.
     #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Rfc3339String>)]
     expires_at: Option<String>,
     /// Deliveries to an ordered endpoint with the same key go one at a time, in order.
     #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Identifier>)]
     ordering_key: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchIn {
+pub struct BatchIn {
+    /// At most 1000 events (more: 413). Each is an `EventIn`, validated on its own: one that
+    /// is not answers with the error object in its place in `results`.
+    #[schema(value_type = Vec<Value>)]
     events: Vec<Box<RawValue>>,
 }
 
@@ -91,7 +104,11 @@ fn prepare(
     let payload =
         RawValue::from_string(body).map_err(|e| ApiError::invalid(&name("payload"), e))?;
     let expires_at = match &input.expires_at {
-        Some(at) => Some(parse_rfc3339(at).map_err(|m| ApiError::invalid(&name("expires_at"), m))?),
+        Some(at) => Some(
+            crate::rules::check(&crate::rules::RFC3339, at, "an RFC 3339 time")
+                .and_then(|()| parse_rfc3339(at))
+                .map_err(|m| ApiError::invalid(&name("expires_at"), m))?,
+        ),
         None => None,
     };
     if let Some(k) = &input.ordering_key {
@@ -153,14 +170,15 @@ fn prepare(
     Ok(NewEvent { event, deliveries })
 }
 
-fn outcome_json(id: &str, outcome: IngestOutcome) -> Value {
-    match outcome {
-        IngestOutcome::Stored { deliveries } => {
-            json!({"id": id, "deliveries": deliveries, "duplicate": false})
-        }
-        IngestOutcome::Duplicate { deliveries } => {
-            json!({"id": id, "deliveries": deliveries, "duplicate": true})
-        }
+fn ingested(id: String, outcome: IngestOutcome) -> Ingested {
+    let (deliveries, duplicate) = match outcome {
+        IngestOutcome::Stored { deliveries } => (deliveries, false),
+        IngestOutcome::Duplicate { deliveries } => (deliveries, true),
+    };
+    Ingested {
+        id,
+        deliveries: deliveries as u64,
+        duplicate,
     }
 }
 
@@ -180,6 +198,13 @@ fn count_rejection(e: &ApiError, n: u64) {
     METRICS.ingest_rejected(reason, n);
 }
 
+/// Stores one event and a delivery per subscribed endpoint; answers once that is durable.
+#[utoipa::path(post, path = "/v1/events", tag = "events", security(("bearer" = [])),
+    request_body = EventIn,
+    responses(
+        (status = 202, description = "Stored", body = Ingested),
+        (status = 200, description = "The id was stored before: nothing new stored or sent", body = Ingested),
+        (status = "default", body = ErrorBody)))]
 pub async fn ingest(
     req: HttpRequest,
     payload: web::Payload,
@@ -214,7 +239,7 @@ async fn ingest_one(
         state.store.ingest(vec![new]).await?.pop().ok_or_else(|| {
             ApiError::unavailable("storage_unavailable", "ingest returned nothing")
         })?;
-    let body = outcome_json(&id, outcome);
+    let body = ingested(id, outcome);
     let status = match outcome {
         IngestOutcome::Stored { .. } => {
             METRICS.event_ingested(&event_type, &catalogue);
@@ -225,6 +250,10 @@ async fn ingest_one(
     Ok(HttpResponse::build(status).json(body))
 }
 
+/// Stores up to 1000 events with one write; results in input order.
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events", security(("bearer" = [])),
+    request_body = BatchIn,
+    responses((status = 200, body = BatchResults), (status = "default", body = ErrorBody)))]
 pub async fn ingest_batch(
     req: HttpRequest,
     payload: web::Payload,
@@ -249,7 +278,7 @@ async fn ingest_many(
     }
     let now = now_millis();
     let catalogue = state.catalogue();
-    let mut results: Vec<Option<Value>> = vec![None; batch.events.len()];
+    let mut results: Vec<Option<BatchItem>> = (0..batch.events.len()).map(|_| None).collect();
     let mut accepted: Vec<(usize, String, String)> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
@@ -263,20 +292,23 @@ async fn ingest_many(
             }
             Err(e) => {
                 count_rejection(&e, 1);
-                results[i] = Some(e.body());
+                results[i] = Some(BatchItem::Error(e.view()));
             }
         }
     }
     if !accepted.is_empty() {
         let outcomes = state.store.ingest(to_store).await?;
         for ((i, id, event_type), outcome) in accepted.into_iter().zip(outcomes) {
-            results[i] = Some(outcome_json(&id, outcome));
+            results[i] = Some(BatchItem::Ingested(ingested(id, outcome)));
             if matches!(outcome, IngestOutcome::Stored { .. }) {
                 METRICS.event_ingested(&event_type, &catalogue);
             }
         }
     }
-    Ok(HttpResponse::Ok().json(json!({"results": results})))
+    Ok(HttpResponse::Ok().json(BatchResults {
+        // invariant: every index was filled above, accepted or refused.
+        results: results.into_iter().flatten().collect(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -285,14 +317,17 @@ struct TenantQuery {
     tenant: Option<String>,
 }
 
+/// The event with its deliveries' statuses; ids are scoped by tenant.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", security(("bearer" = [])),
+    params(("id" = String, Path), ("tenant" = String, Query, description = "The event's tenant")),
+    responses((status = 200, body = EventView), (status = "default", body = ErrorBody)))]
 pub async fn get(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
-    let query = web::Query::<TenantQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let query: TenantQuery = parse_query(&req)?;
     let tenant = query.tenant.clone().ok_or_else(|| {
         ApiError::bad_request(
             "missing_field",
@@ -314,26 +349,24 @@ pub async fn get(
     let Some((event, deliveries)) = found else {
         return Err(ApiError::not_found("event with that id for that tenant"));
     };
-    let deliveries: Vec<Value> = event
+    let deliveries = event
         .deliveries
         .iter()
         .zip(deliveries)
-        .map(|(r, d)| {
-            json!({
-                "id": r.id,
-                "endpoint_id": r.endpoint_id,
-                "status": d.map(|d| d.status),
-            })
+        .map(|(r, d)| EventDelivery {
+            id: r.id.to_string(),
+            endpoint_id: r.endpoint_id.to_string(),
+            status: d.map(|d| d.status),
         })
         .collect();
     let payload: Value = serde_json::from_str(event.payload.get())
         .map_err(|e| ApiError::unavailable("storage_unavailable", e.to_string()))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "id": event.id,
-        "type": event.event_type,
-        "tenant": event.tenant,
-        "payload": payload,
-        "received_at": rfc3339(event.received_at),
-        "deliveries": deliveries,
-    })))
+    Ok(HttpResponse::Ok().json(EventView {
+        id: event.id,
+        event_type: event.event_type,
+        tenant: event.tenant,
+        payload,
+        received_at: rfc3339(event.received_at),
+        deliveries,
+    }))
 }

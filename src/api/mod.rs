@@ -7,6 +7,9 @@ mod deliveries;
 mod endpoints;
 pub mod error;
 mod events;
+mod openapi;
+mod stream;
+pub mod views;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub stopping: AtomicBool,
     /// Filled in once recovery has started it.
     pub supervisor: parking_lot::RwLock<Option<Addr<Supervisor>>>,
+    pub feed: Arc<crate::stream::Feed>,
+    pub started_at: std::time::Instant,
 }
 
 impl AppState {
@@ -61,6 +66,11 @@ impl AppState {
         self.check_serving()
     }
 
+    /// The request's token fingerprint, for operator-action log lines.
+    fn fingerprint(&self, req: &HttpRequest) -> String {
+        Tokens::fingerprint(req)
+    }
+
     fn check_serving(&self) -> Result<(), ApiError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(ApiError::unavailable(
@@ -78,12 +88,40 @@ impl AppState {
     }
 }
 
+/// One route: its method, path pattern and the query parameters it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub query: &'static [&'static str],
+}
+
+impl Route {
+    /// Whether `path` is this route's pattern (a `{…}` segment matches any one segment).
+    fn matches(&self, path: &str) -> bool {
+        let mut want = self.path.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w == g || (w.starts_with('{') && !g.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
 /// Registers every route and records it in [`ROUTE_TABLE`], so that a known path asked with
-/// a method it does not serve can answer 405 with `Allow`.
+/// a method it does not serve can answer 405 with `Allow`, and a query parameter no route
+/// takes is refused before any handler runs.
 macro_rules! api_routes {
-    ($( $method:ident $path:literal => $handler:path ),* $(,)?) => {
-        /// Every route: (method, path pattern).
-        pub const ROUTE_TABLE: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
+    ($( $method:ident $path:literal $([$($param:ident),*])? => $handler:path ),* $(,)?) => {
+        /// Every route, in the order they are registered.
+        pub const ROUTE_TABLE: &[Route] = &[ $( Route {
+            method: stringify!($method),
+            path: $path,
+            query: &[$($(stringify!($param)),*)?],
+        } ),* ];
 
         pub fn routes(cfg: &mut web::ServiceConfig) {
             $( cfg.route($path, web::$method().to($handler)); )*
@@ -96,11 +134,13 @@ api_routes! {
     get "/healthz" => healthz,
     get "/readyz" => readyz,
     get "/metrics" => metrics,
+    get "/v1/openapi.json" => openapi::document,
+    get "/v1/stream" [endpoint, tenant] => stream::stream,
     post "/v1/events" => events::ingest,
     post "/v1/events/batch" => events::ingest_batch,
-    get "/v1/events/{id}" => events::get,
+    get "/v1/events/{id}" [tenant] => events::get,
     post "/v1/endpoints" => endpoints::create,
-    get "/v1/endpoints" => endpoints::list,
+    get "/v1/endpoints" [tenant] => endpoints::list,
     get "/v1/endpoints/{id}" => endpoints::get,
     patch "/v1/endpoints/{id}" => endpoints::patch,
     delete "/v1/endpoints/{id}" => endpoints::delete,
@@ -108,35 +148,122 @@ api_routes! {
     post "/v1/endpoints/{id}/resume" => endpoints::resume,
     post "/v1/endpoints/{id}/rotate-secret" => endpoints::rotate_secret,
     post "/v1/endpoints/{id}/test" => endpoints::test,
-    get "/v1/endpoints/{id}/deliveries" => endpoints::deliveries,
+    get "/v1/endpoints/{id}/deliveries" [status, limit, cursor] => endpoints::deliveries,
     post "/v1/endpoints/{id}/recover" => endpoints::recover,
     get "/v1/deliveries/{id}" => deliveries::get,
     post "/v1/deliveries/{id}/retry" => deliveries::retry,
 }
 
-/// The methods [`ROUTE_TABLE`] serves for `path` (a `{…}` segment matches any one segment).
+/// The methods [`ROUTE_TABLE`] serves for `path`. A path that is some route's literal
+/// pattern (`/v1/events/batch`) is that route's alone, not also a value of a `{…}` segment
+/// (`/v1/events/{id}`).
 fn allowed_methods(path: &str) -> Vec<String> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let path = path.trim_end_matches('/');
+    let literal = ROUTE_TABLE.iter().any(|r| r.path == path);
     ROUTE_TABLE
         .iter()
-        .filter(|(_, pattern)| {
-            let want: Vec<&str> = pattern.split('/').collect();
-            want.len() == segments.len()
-                && want
-                    .iter()
-                    .zip(&segments)
-                    .all(|(w, s)| w == s || (w.starts_with('{') && !s.is_empty()))
+        .filter(|r| {
+            if literal {
+                r.path == path
+            } else {
+                r.matches(path)
+            }
         })
-        .map(|(method, _)| method.to_ascii_uppercase())
+        .map(|r| r.method.to_ascii_uppercase())
         .collect()
 }
 
+/// 405 with `Allow` for a known path asked with a method it does not serve.
+fn method_not_allowed(method: &str, path: &str, allowed: &[String]) -> HttpResponse {
+    use actix_web::ResponseError;
+    let mut response = ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} {path} is not served; allowed: {}",
+            allowed.join(", ")
+        ),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}
+
+/// The first query parameter that the route for `method path` does not take; `None` when
+/// every one is known or no route matches (that answers 404 or 405 on its own).
+pub fn unknown_query_parameter(method: &str, path: &str, query: &str) -> Option<String> {
+    if query.is_empty() {
+        return None;
+    }
+    let route = ROUTE_TABLE
+        .iter()
+        .find(|r| r.method.eq_ignore_ascii_case(method) && r.matches(path))?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| !route.query.contains(&name.as_ref()))
+        .map(|name| name.into_owned())
+}
+
+/// Before any handler: 405 for a method the path does not serve, and 400 for a query
+/// parameter its route does not take (`?tennant=` must not silently list every tenant's
+/// endpoints).
+pub async fn check_method_and_query<B: actix_web::body::MessageBody + 'static>(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<B>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
+    use actix_web::ResponseError;
+    let allowed = allowed_methods(req.path());
+    if !allowed.is_empty() && !allowed.iter().any(|m| m == req.method().as_str()) {
+        let response = method_not_allowed(req.method().as_str(), req.path(), &allowed);
+        return Ok(req.into_response(response.map_into_right_body()));
+    }
+    if let Some(name) =
+        unknown_query_parameter(req.method().as_str(), req.path(), req.query_string())
+    {
+        let taken = ROUTE_TABLE
+            .iter()
+            .find(|r| r.method.eq_ignore_ascii_case(req.method().as_str()) && r.matches(req.path()))
+            .map_or(&[][..], |r| r.query);
+        let known = if taken.is_empty() {
+            "it takes none".to_string()
+        } else {
+            format!("it takes {}", taken.join(", "))
+        };
+        let error = ApiError::bad_request(
+            "unknown_query_parameter",
+            format!(
+                "{name}: unknown query parameter for {} {}; {known}",
+                req.method(),
+                req.path()
+            ),
+        );
+        let response = error.error_response().map_into_right_body();
+        return Ok(req.into_response(response));
+    }
+    next.call(req).await.map(|r| r.map_into_left_body())
+}
+
+/// Parses the query string into `T` (whose fields are the route's parameters).
+fn parse_query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query: {e}")))
+}
+
+/// Alive (no token needed).
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = views::Health)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready: recovered, not shutting down, and storage can write (no fault being ridden out, no
 /// writer stuck in an fsync).
+#[utoipa::path(get, path = "/readyz", tag = "meta",
+    responses((status = 200, body = views::Health), (status = 503, body = views::ErrorBody)))]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.check_serving()?;
     if !state.store.healthy() {
@@ -148,6 +275,9 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
 
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -158,23 +288,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
     let allowed = allowed_methods(req.path());
     if !allowed.is_empty() {
-        let mut response = ApiError::new(
-            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!(
-                "{} {} is not served; allowed: {}",
-                req.method(),
-                req.path(),
-                allowed.join(", ")
-            ),
-        )
-        .error_response();
-        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
-            response
-                .headers_mut()
-                .insert(actix_web::http::header::ALLOW, value);
-        }
-        return response;
+        return method_not_allowed(req.method().as_str(), req.path(), &allowed);
     }
     ApiError::new(
         actix_web::http::StatusCode::NOT_FOUND,
@@ -296,5 +410,19 @@ mod route_tests {
         assert_eq!(allowed_methods("/v1/events"), ["POST"]);
         assert!(allowed_methods("/v1/nothing").is_empty());
         assert!(allowed_methods("/v1/endpoints/ep_1/nothing").is_empty());
+        assert_eq!(allowed_methods("/v1/events/batch"), ["POST"]);
+        assert_eq!(allowed_methods("/v1/events/evt_1"), ["GET"]);
+        assert_eq!(
+            unknown_query_parameter("GET", "/v1/endpoints", "tennant=a").as_deref(),
+            Some("tennant")
+        );
+        assert_eq!(
+            unknown_query_parameter("GET", "/v1/endpoints", "tenant=a"),
+            None
+        );
+        assert_eq!(
+            unknown_query_parameter("POST", "/v1/endpoints/ep_1/pause", "x=1").as_deref(),
+            Some("x")
+        );
     }
 }

@@ -17,6 +17,7 @@ mod endpoint;
 pub mod ordering;
 pub mod queue;
 pub mod rate;
+pub mod recent;
 pub mod retry;
 mod supervisor;
 
@@ -45,6 +46,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     pub sender: Sender,
+    /// Attempt and state lines for `GET /v1/stream`.
+    pub feed: Arc<crate::stream::Feed>,
 }
 
 #[derive(Debug, thiserror::Error)]

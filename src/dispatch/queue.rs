@@ -145,11 +145,6 @@ impl PendingQueue {
         self.stored.get(&id).copied()
     }
 
-    /// The oldest in-memory delivery (ids are creation-ordered).
-    pub fn oldest(&self) -> Option<DeliveryId> {
-        self.stored.keys().min().copied()
-    }
-
     /// The earliest waiting delivery of either class.
     pub fn first(&self) -> Option<DueKey> {
         match (self.first_of(Class::Fresh), self.first_of(Class::Retry)) {

@@ -13,6 +13,10 @@ use crate::dispatch::retry::{self, EndpointSettings, Next, Outcome, Overrides};
 use crate::dispatch::Shared;
 use crate::model::{now_millis, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event, UnixMillis};
 use crate::storage::{DeliveryUpdate, Loaded};
+use crate::stream::{AttemptLine, Line};
+
+/// A failing endpoint's failed probes are logged at info at most this often.
+const PROBE_LOG_EVERY_MS: i64 = 60_000;
 
 impl EndpointActor {
     pub(super) fn start_attempt(
@@ -67,15 +71,19 @@ impl EndpointActor {
         let success = report.outcome.is_success();
         if success {
             self.stats.last_success_at = Some(at);
+            self.last_error = None;
         } else {
             self.stats.last_failure_at = Some(at);
+            self.last_error = report.outcome.error();
         }
+        self.recent.record(success, now);
         let (circuit, transition) =
             self.circuit
                 .after_attempt(probe, success, report.retry_after, now);
         self.circuit = circuit;
         match transition {
             Transition::Opened => {
+                self.probe_logged_at = Some(now);
                 tracing::warn!(
                     endpoint = %self.endpoint.id,
                     consecutive_failures = circuit.consecutive_failures,
@@ -94,6 +102,29 @@ impl EndpointActor {
             Transition::ProbeFailed | Transition::Unchanged => {}
         }
         transition
+    }
+
+    /// One `event: attempt` line for `GET /v1/stream`, built only if someone listens.
+    pub(super) fn publish_attempt(
+        &self,
+        delivery: &Delivery,
+        attempt: &crate::model::Attempt,
+        result: &'static str,
+    ) {
+        self.shared.feed.publish(|| {
+            Line::Attempt(AttemptLine {
+                delivery_id: delivery.id.to_string(),
+                endpoint_id: delivery.endpoint_id.to_string(),
+                event_id: delivery.event_id.clone(),
+                tenant: delivery.tenant.clone(),
+                n: attempt.n,
+                at: crate::model::rfc3339(attempt.at),
+                result,
+                status_code: attempt.status_code,
+                duration_ms: attempt.duration_ms,
+                error: attempt.error.clone(),
+            })
+        });
     }
 
     fn attempt_finished(
@@ -119,6 +150,7 @@ impl EndpointActor {
         let n = delivery.attempts + 1;
         let transition = self.note_attempt(&report, unsettled.probe, at, now);
         let attempt = report.to_attempt(n, at);
+        self.publish_attempt(&delivery, &attempt, report.outcome.result_label());
         let next = retry::after_attempt(
             &self.settings.schedule,
             delivery.retries_used,
@@ -161,11 +193,28 @@ impl EndpointActor {
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
                 error, "delivery expired: its next retry would come after its deadline"
             ),
-            _ if transition == Transition::ProbeFailed => tracing::debug!(
-                delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
-                next_probe_in_ms = probe_in_ms(&self.circuit, now),
-                "probe failed; endpoint still failing"
-            ),
+            // A dead receiver is probed for as long as it is down: one line a minute says
+            // so without flooding the journal.
+            _ if transition == Transition::ProbeFailed => {
+                if self
+                    .probe_logged_at
+                    .is_none_or(|t| now - t >= PROBE_LOG_EVERY_MS)
+                {
+                    self.probe_logged_at = Some(now);
+                    tracing::info!(
+                        delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
+                        failed_probes = self.circuit.failed_probes,
+                        next_probe_in_ms = probe_in_ms(&self.circuit, now),
+                        "probe failed; endpoint still failing"
+                    )
+                } else {
+                    tracing::debug!(
+                        delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
+                        next_probe_in_ms = probe_in_ms(&self.circuit, now),
+                        "probe failed; endpoint still failing"
+                    )
+                }
+            }
             _ => tracing::info!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n, error,
                 retry_in_ms = delivery.next_attempt_at.map(|t| t - now),

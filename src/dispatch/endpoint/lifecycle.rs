@@ -166,6 +166,15 @@ impl Handler<Delete> for EndpointActor {
 
     fn handle(&mut self, _: Delete, ctx: &mut Context<Self>) {
         self.deleting = true;
+        let (endpoint, tenant) = (self.endpoint.id, self.endpoint.spec.tenant.clone());
+        self.shared.feed.publish(|| {
+            crate::stream::Line::Endpoint(crate::stream::EndpointLine {
+                endpoint_id: endpoint.to_string(),
+                tenant,
+                state: "deleted",
+                reason: Some("operator".into()),
+            })
+        });
         self.cancel_timer(ctx);
         self.cancel_rest(ctx);
     }

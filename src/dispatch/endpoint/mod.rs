@@ -61,6 +61,7 @@ use crate::metrics::{EndpointMetrics, EndpointState};
 use crate::model::{
     now_millis, DeliveryId, DeliveryStatus, Endpoint, EndpointStats, EndpointStatus, UnixMillis,
 };
+use crate::stream::{EndpointLine, Line};
 
 /// How long a delivery waits after storage failed while handling it.
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
@@ -108,6 +109,14 @@ pub struct EndpointActor {
     /// Counts and last outcomes, as stored; the circuit's part is kept in `circuit`.
     stats: EndpointStats,
     circuit: CircuitState,
+    /// The state last published (metrics, stream), to tell changes apart.
+    shown_state: Option<EndpointState>,
+    /// The last failed attempt's error, while failures are the latest news (in memory only).
+    last_error: Option<String>,
+    /// Attempts over the last hour, for the success ratio.
+    recent: super::recent::RecentAttempts,
+    /// When a failing endpoint's failed probe was last logged at info (at most once a minute).
+    probe_logged_at: Option<UnixMillis>,
     /// The rate limit's bucket, when the endpoint has one.
     bucket: Option<TokenBucket>,
     /// Ordering keys with pending ordered deliveries (`ordering: "key"`).
@@ -150,7 +159,7 @@ impl EndpointActor {
                 Some(stored) => TokenBucket::restore(limit, stored, now),
                 None => TokenBucket::full(limit, now),
             });
-        let actor = EndpointActor {
+        let mut actor = EndpointActor {
             metrics: EndpointMetrics::new(&endpoint.id.to_string()),
             endpoint,
             settings,
@@ -164,6 +173,10 @@ impl EndpointActor {
             tests_in_flight: 0,
             stats,
             circuit,
+            shown_state: None,
+            last_error: None,
+            recent: Default::default(),
+            probe_logged_at: None,
             bucket,
             turns: KeyTurns::restore(keys),
             parked: FxHashMap::default(),
@@ -196,8 +209,28 @@ impl EndpointActor {
         }
     }
 
-    fn publish_state(&self) {
-        self.metrics.set_state(self.state());
+    /// The state into the metrics, and onto the stream when it changed.
+    fn publish_state(&mut self) {
+        let state = self.state();
+        self.metrics.set_state(state);
+        let before = self.shown_state.replace(state);
+        if before.is_none_or(|b| b == state) {
+            return;
+        }
+        let reason = match state {
+            EndpointState::Paused => Some("operator".to_string()),
+            EndpointState::Failing => self.last_error.clone(),
+            EndpointState::Active => None,
+        };
+        let (endpoint, tenant) = (self.endpoint.id, &self.endpoint.spec.tenant);
+        self.shared.feed.publish(|| {
+            Line::Endpoint(EndpointLine {
+                endpoint_id: endpoint.to_string(),
+                tenant: tenant.clone(),
+                state: state.label(),
+                reason,
+            })
+        });
     }
 
     fn publish_gauges(&self) {
@@ -205,12 +238,16 @@ impl EndpointActor {
         self.metrics.in_flight.set(self.sending as i64);
     }
 
-    /// Delivery ids are ULIDs stamped at creation, so the smallest pending one is the oldest.
-    /// Of a paged backlog only the in-memory window (the earliest due) is looked at.
+    /// How long the earliest due waiting delivery has been due (API.md §10: since it became
+    /// due, not since its creation; one waiting for a retry later is not late). The waiting
+    /// sets are ordered by due time and a paged backlog keeps its earliest in memory, so the
+    /// first one is the oldest.
+    fn oldest_pending_age_ms(&self, now: UnixMillis) -> i64 {
+        self.queue.first().map_or(0, |(due, _)| (now - due).max(0))
+    }
+
     fn publish_oldest_age(&self) {
-        let age = self.queue.oldest().map_or(0, |id| {
-            (now_millis() - id.0.timestamp_ms() as i64).max(0) / 1000
-        });
+        let age = self.oldest_pending_age_ms(now_millis()) / 1000;
         self.metrics.oldest_pending_age.set(age);
     }
 

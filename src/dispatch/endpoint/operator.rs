@@ -25,12 +25,19 @@ pub struct StatsSnapshot {
     pub state: EndpointState,
     pub stats: EndpointStats,
     pub next_probe_at: Option<UnixMillis>,
+    /// The last failed attempt's error, unless an attempt succeeded since.
+    pub last_error: Option<String>,
+    /// (attempts, successes) over the last hour.
+    pub last_hour: (u64, u64),
+    /// How long the earliest due waiting delivery has been due.
+    pub oldest_pending_age_ms: i64,
 }
 
 impl Handler<GetStats> for EndpointActor {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let now = crate::model::now_millis();
         MessageResult(StatsSnapshot {
             pending: self.queue.total(),
             in_flight: self.sending + self.tests_in_flight,
@@ -40,6 +47,9 @@ impl Handler<GetStats> for EndpointActor {
                 .circuit
                 .next_probe_at
                 .filter(|_| self.circuit.is_open()),
+            last_error: self.last_error.clone(),
+            last_hour: self.recent.last_hour(now),
+            oldest_pending_age_ms: self.oldest_pending_age_ms(now),
         })
     }
 }
@@ -185,7 +195,7 @@ impl Handler<Recover> for EndpointActor {
                     act.queue.requeue(*id, now, now, false);
                 }
             }
-            tracing::info!(endpoint = %act.endpoint.id, requeued = ids.len(), "recovered failed deliveries");
+            tracing::debug!(endpoint = %act.endpoint.id, requeued = ids.len(), "recovered failed deliveries");
             act.after_change(ctx);
             Ok(ids.len())
         }))
@@ -230,6 +240,7 @@ impl Handler<SendTest> for EndpointActor {
                     let finished = now_millis();
                     act.note_attempt(&report, false, now, finished);
                     let attempt = report.to_attempt(1, now);
+                    act.publish_attempt(&delivery, &attempt, report.outcome.result_label());
                     delivery.attempts = 1;
                     delivery.updated_at = finished;
                     delivery.status = if report.outcome.is_success() {
@@ -238,7 +249,7 @@ impl Handler<SendTest> for EndpointActor {
                         DeliveryStatus::Failed
                     };
                     act.note_final(delivery.status, 1);
-                    tracing::info!(
+                    tracing::debug!(
                         endpoint = %delivery.endpoint_id, delivery = %delivery.id,
                         status = attempt.status_code, error = attempt.error.as_deref().unwrap_or(""),
                         "test sent"
