@@ -1,5 +1,5 @@
 //! The response bodies of the API, as types: handlers build these, and the OpenAPI document
-//! ([`super::openapi`]) is generated from the same types, so the two cannot drift apart.
+//! (`GET /v1/openapi.json`) is generated from the same types, so the two cannot drift apart.
 //!
 //! Invariant: nothing here holds a secret except [`EndpointCreated::secret`] and
 //! [`SecretView::secret`], the two responses that show one once.
