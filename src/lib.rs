@@ -338,6 +338,7 @@ pub async fn run(
         endpoints = recovered.endpoints,
         pending = recovered.pending,
         cancelled_orphans = recovered.orphans_cancelled,
+        took_ms = recovered.took.as_millis() as u64,
         "recovery finished; ready"
     );
 

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn a_test_send_is_final_retry_refuses_it_and_recover_skips_it() {
@@ -279,4 +279,127 @@ fn sighup_reloads_tokens_level_and_catalogue_refuses_a_bad_file_and_never_stops(
     assert_eq!(get("a-new-admin-token"), 200);
     let r = h.raw(reqwest::Method::GET, "/readyz").send().unwrap();
     assert_eq!(r.status(), 200, "still running");
+}
+
+/// API.md §10: every operator action is one info line naming the endpoint and the token's
+/// fingerprint (the first 8 hex digits of its SHA-256), never the token.
+#[test]
+fn operator_actions_leave_one_line_each_with_the_token_fingerprint() {
+    use sha2::Digest;
+    let h = Hookd::start(&[("HOOKD_DELIVERY__RETRY_SCHEDULE", r#"["100ms"]"#)]);
+    let rx = Receiver::with(500, &[], Duration::ZERO);
+    let fingerprint = hex::encode(&sha2::Sha256::digest(ADMIN.as_bytes())[..4]);
+    let (id, _) = h.endpoint("t", &rx.url, &["*"], json!({}));
+    let delivery = h.event_delivery("t", "a", json!({}));
+    h.wait_delivery_status(&delivery, "failed", Duration::from_secs(10));
+    h.patch(&format!("/v1/endpoints/{id}"), json!({"description": "x"}));
+    h.post_empty(&format!("/v1/endpoints/{id}/pause"));
+    h.post_empty(&format!("/v1/endpoints/{id}/resume"));
+    h.post_empty(&format!("/v1/endpoints/{id}/rotate-secret"));
+    h.post_empty(&format!("/v1/deliveries/{delivery}/retry"));
+    h.post(
+        &format!("/v1/endpoints/{id}/recover"),
+        json!({"since": "2020-01-01T00:00:00Z"}),
+    );
+    h.post_empty(&format!("/v1/endpoints/{id}/test"));
+    h.delete(&format!("/v1/endpoints/{id}"));
+    let log = h.log_text();
+    for action in [
+        "operator: endpoint created",
+        "operator: endpoint updated",
+        "operator: endpoint paused",
+        "operator: endpoint resumed",
+        "operator: secret rotated",
+        "operator: delivery retried",
+        "operator: recover",
+        "operator: test sent",
+        "operator: endpoint deleted",
+    ] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(action)).collect();
+        assert_eq!(lines.len(), 1, "{action}: {lines:?}");
+        assert!(lines[0].contains(" INFO "), "{}", lines[0]);
+        assert!(lines[0].contains(&id), "{}", lines[0]);
+        assert!(
+            lines[0].contains(&format!("token={fingerprint}")),
+            "{}",
+            lines[0]
+        );
+    }
+    assert!(
+        log.contains("fields=[\"description\"]"),
+        "what a patch changed"
+    );
+    assert!(!log.contains(ADMIN), "the token itself is never logged");
+}
+
+/// A dead receiver is probed for as long as it is down; its failed probes are logged at most
+/// once a minute (the rest at debug), so the journal says it is still failing without a flood.
+#[test]
+fn a_failing_endpoints_probes_are_logged_at_most_once_a_minute() {
+    let h = Hookd::start(&[(
+        "HOOKD_DELIVERY__RETRY_SCHEDULE",
+        r#"["50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms"]"#,
+    )]);
+    let rx = Receiver::with(500, &[], Duration::ZERO);
+    let (id, _) = h.endpoint("t", &rx.url, &["*"], json!({}));
+    h.event("t", "a", json!({}));
+    // The circuit opens after 5 failures; probes follow after 1 s, 2 s, 4 s.
+    rx.wait_count(8, Duration::from_secs(20));
+    let log = h.log_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("endpoint failing; holding its queue"))
+            .count(),
+        1,
+        "{log}"
+    );
+    let probes: Vec<&str> = log.lines().filter(|l| l.contains("probe failed")).collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert!(
+        probes[0].contains(&id) && probes[0].contains("INFO"),
+        "{}",
+        probes[0]
+    );
+}
+
+#[test]
+fn unknown_query_parameters_are_refused_on_every_route() {
+    let h = Hookd::start(&[]);
+    for (method, path, name) in [
+        (reqwest::Method::GET, "/metrics?debug=1", "debug"),
+        (reqwest::Method::GET, "/readyz?x=1", "x"),
+        (
+            reqwest::Method::POST,
+            "/v1/endpoints/ep_x/pause?force=1",
+            "force",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/endpoints/ep_x/deliveries?status=failed&page=2",
+            "page",
+        ),
+        (reqwest::Method::POST, "/v1/events?tenant=t", "tenant"),
+        (reqwest::Method::GET, "/v1/openapi.json?v=3", "v"),
+    ] {
+        let resp = h
+            .raw(method.clone(), path)
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{method} {path}");
+        let v: Value = resp.json().unwrap();
+        assert_eq!(v["error"]["code"], "unknown_query_parameter");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{name}:")),
+            "{v}"
+        );
+    }
+    let log = h.log_text();
+    assert!(
+        log.contains("recovery finished; ready") && log.contains("took_ms"),
+        "{log}"
+    );
 }

@@ -26,6 +26,8 @@ const PRUNE_SCAN: usize = 2000;
 /// The largest wall-clock step hookd rides out across a restart (API.md §9: up to a day);
 /// beyond it, a gap to the newest stored event is only logged.
 const CLOCK_STEP_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// How often a long recovery logs how far it got (API.md §10: at least every 2 s).
+const RECOVERY_PROGRESS: Duration = Duration::from_secs(2);
 
 pub struct Supervisor {
     shared: Arc<Shared>,
@@ -41,6 +43,7 @@ pub struct Recovered {
     pub endpoints: usize,
     pub pending: usize,
     pub orphans_cancelled: usize,
+    pub took: Duration,
 }
 
 /// Reads every endpoint and pending delivery, starts one actor per endpoint and the supervisor.
@@ -48,13 +51,33 @@ pub async fn start(
     shared: Arc<Shared>,
     router: Arc<Router>,
 ) -> Result<(Addr<Supervisor>, Recovered), StorageError> {
-    // Per endpoint: its record, stats, pending count and first page of its queue.
-    let (endpoints, mut counts, newest) = shared
+    // Per endpoint: its record, stats, pending count and first page of its queue. A large
+    // backlog takes a while to count: a line every 2 s says how far it got.
+    let started = std::time::Instant::now();
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = {
+        let read = read.clone();
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(RECOVERY_PROGRESS);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!(
+                    elapsed_s = started.elapsed().as_secs(),
+                    endpoints_read = read.load(std::sync::atomic::Ordering::Relaxed),
+                    "recovery in progress: reading pending deliveries"
+                );
+            }
+        })
+    };
+    let counted = read.clone();
+    let loaded = shared
         .store
-        .call(|s| {
+        .call(move |s| {
             let mut counts = s.due_summary(PAGE)?;
             let mut endpoints = Vec::new();
             for endpoint in s.list_endpoints()? {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let stats = s.get_stats(endpoint.id)?.unwrap_or_default();
                 let (total, page) = counts.remove(&endpoint.id).unwrap_or_default();
                 let keys = s.key_heads(endpoint.id)?;
@@ -62,7 +85,9 @@ pub async fn start(
             }
             Ok((endpoints, counts, s.newest_event_time()?))
         })
-        .await?;
+        .await;
+    progress.abort();
+    let (endpoints, mut counts, newest) = loaded?;
     check_clock(newest);
     let total: usize = endpoints.iter().map(|(_, _, q, _)| q.total()).sum();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -102,6 +127,7 @@ pub async fn start(
             endpoints: recovered_endpoints,
             pending: total,
             orphans_cancelled,
+            took: started.elapsed(),
         },
     ))
 }

@@ -83,7 +83,8 @@ impl EndpointActor {
         self.circuit = circuit;
         match transition {
             Transition::Opened => {
-                self.probe_logged_at = Some(now);
+                // The first failed probe is logged, then one a minute.
+                self.probe_logged_at = None;
                 tracing::warn!(
                     endpoint = %self.endpoint.id,
                     consecutive_failures = circuit.consecutive_failures,
