@@ -28,6 +28,8 @@ use crate::model::{
 const MAX_BODY: usize = 64 * 1024;
 const MAX_URL_LEN: usize = 2048;
 const MAX_HEADERS: usize = 32;
+/// Most event types one endpoint lists (the document's `maxItems`).
+const MAX_EVENT_TYPES: usize = 64;
 const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Headers hookd sets itself; neither `signature_header` nor static headers may replace them.
@@ -119,6 +121,12 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
     if spec.event_types.is_empty() {
         return fail("event_types", "must list at least one type, or \"*\"");
     }
+    if spec.event_types.len() > MAX_EVENT_TYPES {
+        return fail(
+            "event_types",
+            format!("lists more than {MAX_EVENT_TYPES} types"),
+        );
+    }
 
     for (i, t) in spec.event_types.iter().enumerate() {
         if t == "*" {
@@ -134,7 +142,12 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
             );
         }
     }
-    if spec.description.as_ref().is_some_and(|d| d.len() > 1024) {
+    // In characters, as JSON Schema's maxLength counts them.
+    if spec
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1024)
+    {
         return fail("description", "longer than 1024 characters");
     }
     if let Some(n) = spec.max_concurrency {
@@ -564,6 +577,15 @@ pub async fn patch(
     let id: EndpointId = parse_id(&path, "endpoint")?;
     let body = read_json_body(&req, payload, MAX_BODY).await?;
     let patch: Map<String, Value> = parse_json(&body, "")?;
+    if let Some(unknown) = patch
+        .keys()
+        .find(|k| k.as_str() != "tenant" && !PATCHABLE.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            unknown,
+            format!("unknown field; settings are {}", PATCHABLE.join(", ")),
+        ));
+    }
     crate::rules::check_endpoint_fields(&patch).map_err(|(f, m)| ApiError::invalid(&f, m))?;
     let fields: Vec<String> = patch.keys().cloned().collect();
     let config: Arc<Config> = state.config.clone();
@@ -726,6 +748,49 @@ static CURSOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     // invariant: a literal pattern, the one in HistoryQuery's document.
     regex::Regex::new(r"^dlv_[0-7][0-9A-HJKMNP-TV-Z]{25}$").expect("valid pattern")
 });
+
+/// What a PATCH may set: every field of [`EndpointSpec`] but `tenant` (a unit test keeps the
+/// two in step).
+const PATCHABLE: &[&str] = &[
+    "url",
+    "event_types",
+    "description",
+    "max_concurrency",
+    "signature_header",
+    "timeout",
+    "retry_schedule",
+    "headers",
+    "rate_limit",
+    "ttl",
+    "ordering",
+];
+
+#[cfg(test)]
+mod patch_tests {
+    /// Every setting of a full spec is patchable, and nothing else is.
+    #[test]
+    fn patchable_fields_are_the_specs_fields_but_tenant() {
+        let spec = serde_json::json!({
+            "tenant": "t", "url": "https://x.example/", "event_types": ["*"],
+            "description": "d", "max_concurrency": 1, "signature_header": "X-S",
+            "timeout": "1s", "retry_schedule": ["1s"], "headers": {"X-A": "b"},
+            "rate_limit": {"per_second": 1.0, "burst": 1}, "ttl": "1h", "ordering": "key"
+        });
+        let parsed: crate::model::EndpointSpec = serde_json::from_value(spec).unwrap();
+        let back = serde_json::to_value(parsed).unwrap();
+        let mut fields: Vec<&str> = back
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.retain(|f| *f != "tenant");
+        let mut patchable = super::PATCHABLE.to_vec();
+        fields.sort();
+        patchable.sort();
+        assert_eq!(fields, patchable);
+    }
+}
 
 /// A PATCH body: any endpoint setting but `tenant` (which cannot change); `null` removes an
 /// optional one. For the document only: the handler merges the object over the stored spec
