@@ -173,6 +173,20 @@ fn allowed_methods(path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether some route serves `method path` (with [`allowed_methods`]' rule for literal paths).
+fn serves(method: &str, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let literal = ROUTE_TABLE.iter().any(|r| r.path == path);
+    ROUTE_TABLE.iter().any(|r| {
+        r.method.eq_ignore_ascii_case(method)
+            && if literal {
+                r.path == path
+            } else {
+                r.matches(path)
+            }
+    })
+}
+
 /// 405 with `Allow` for a known path asked with a method it does not serve.
 fn method_not_allowed(method: &str, path: &str, allowed: &[String]) -> HttpResponse {
     use actix_web::ResponseError;
@@ -216,10 +230,13 @@ pub async fn check_method_and_query<B: actix_web::body::MessageBody + 'static>(
     next: actix_web::middleware::Next<B>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
     use actix_web::ResponseError;
-    let allowed = allowed_methods(req.path());
-    if !allowed.is_empty() && !allowed.iter().any(|m| m == req.method().as_str()) {
-        let response = method_not_allowed(req.method().as_str(), req.path(), &allowed);
-        return Ok(req.into_response(response.map_into_right_body()));
+    // On every request: the common case (a served method) allocates nothing.
+    if !serves(req.method().as_str(), req.path()) {
+        let allowed = allowed_methods(req.path());
+        if !allowed.is_empty() {
+            let response = method_not_allowed(req.method().as_str(), req.path(), &allowed);
+            return Ok(req.into_response(response.map_into_right_body()));
+        }
     }
     if let Some(name) =
         unknown_query_parameter(req.method().as_str(), req.path(), req.query_string())
