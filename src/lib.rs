@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod dispatch;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+pub mod filter;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -249,6 +249,11 @@ pub struct EndpointSpec {
     pub ttl: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<Ordering>,
+    /// A predicate on the payload ([`crate::filter`]); an event it rejects makes no delivery
+    /// for this endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::rules::FilterSchema>)]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// A JSON number that is a whole number fitting u32: `8` or `8.0` (JSON Schema calls both

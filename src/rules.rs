@@ -200,6 +200,64 @@ pub fn check_endpoint_fields(
     Ok(())
 }
 
+/// An endpoint's `filter` ([`crate::filter`]): a reference to the `Filter` component, whose
+/// recursive schema [`filter_components`] gives (utoipa's builders cannot write
+/// `patternProperties`).
+pub struct FilterSchema;
+
+impl utoipa::PartialSchema for FilterSchema {
+    fn schema() -> RefOr<Schema> {
+        RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Filter"))
+    }
+}
+
+impl utoipa::ToSchema for FilterSchema {}
+
+/// The `Filter` and `FilterCondition` components: exactly the form [`crate::filter::Filter`]
+/// parses, but for its limits on nesting and on conditions in all (in the description).
+pub fn filter_components() -> [(&'static str, serde_json::Value); 2] {
+    use serde_json::json;
+    [
+        (
+            "Filter",
+            json!({
+                "type": "object",
+                "description": "A predicate on the payload: every key holds. Keys are paths (dots separate keys, digits index arrays) mapping to a condition, or $and / $or holding arrays of filters. At most 64 conditions in all and 8 levels of $and/$or.",
+                "maxProperties": 64,
+                "propertyNames": {"anyOf": [
+                    {"enum": ["$and", "$or"]},
+                    {"type": "string", "maxLength": 256, "pattern": "^[^$.][^.]*(\\.[^.]+)*$"}
+                ]},
+                "patternProperties": {
+                    "^\\$(and|or)$": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Filter"}},
+                    "^[^$]": {"$ref": "#/components/schemas/FilterCondition"}
+                }
+            }),
+        ),
+        (
+            "FilterCondition",
+            json!({
+                "description": "A bare value (equality, numbers by value) or an object of operators, all of which must hold.",
+                "anyOf": [
+                    {"type": ["string", "number", "boolean", "null"]},
+                    {"type": "array"},
+                    {"type": "object", "propertyNames": {"pattern": "^([^$][\\s\\S]*)?$"}},
+                    {
+                        "type": "object",
+                        "minProperties": 1,
+                        "additionalProperties": false,
+                        "properties": {
+                            "$eq": {}, "$ne": {}, "$gt": {}, "$gte": {}, "$lt": {}, "$lte": {},
+                            "$in": {"type": "array"}, "$nin": {"type": "array"},
+                            "$exists": {"type": "boolean"}
+                        }
+                    }
+                ]
+            }),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

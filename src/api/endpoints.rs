@@ -176,6 +176,9 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
             return fail("ttl", "must be more than 0 and at most 365d");
         }
     }
+    if let Some(filter) = &spec.filter {
+        crate::filter::Filter::parse(filter).map_err(|e| FieldError(e.path, e.message))?;
+    }
     if let Some(limit) = &spec.rate_limit {
         limit
             .check()
@@ -763,6 +766,7 @@ const PATCHABLE: &[&str] = &[
     "rate_limit",
     "ttl",
     "ordering",
+    "filter",
 ];
 
 #[cfg(test)]
@@ -774,7 +778,8 @@ mod patch_tests {
             "tenant": "t", "url": "https://x.example/", "event_types": ["*"],
             "description": "d", "max_concurrency": 1, "signature_header": "X-S",
             "timeout": "1s", "retry_schedule": ["1s"], "headers": {"X-A": "b"},
-            "rate_limit": {"per_second": 1.0, "burst": 1}, "ttl": "1h", "ordering": "key"
+            "rate_limit": {"per_second": 1.0, "burst": 1}, "ttl": "1h", "ordering": "key",
+            "filter": {"a": 1}
         });
         let parsed: crate::model::EndpointSpec = serde_json::from_value(spec).unwrap();
         let back = serde_json::to_value(parsed).unwrap();
@@ -819,4 +824,6 @@ pub struct EndpointPatch {
     #[schema(value_type = Option<crate::rules::TtlString>)]
     ttl: Option<String>,
     ordering: Option<crate::model::Ordering>,
+    #[schema(value_type = Option<crate::rules::FilterSchema>)]
+    filter: Option<()>,
 }

@@ -117,7 +117,7 @@ fn prepare(
     let key = EventKey::new();
     let deliveries: Vec<Delivery> = state
         .router
-        .route(&input.tenant, &input.event_type)
+        .route(&input.tenant, &input.event_type, &input.payload)
         .into_iter()
         .map(|route| Delivery {
             id: DeliveryId::new(),

@@ -78,6 +78,14 @@ pub static OPENAPI: LazyLock<serde_json::Value> = LazyLock::new(|| {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let mut value = serde_json::to_value(&doc).unwrap_or_default();
     finish(&mut value);
+    if let Some(schemas) = value
+        .pointer_mut("/components/schemas")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, schema) in crate::rules::filter_components() {
+            schemas.insert(name.into(), schema);
+        }
+    }
     // The test send's body is optional (empty: `webhook.test`) but not nullable; utoipa's
     // path macro can say only "optional and nullable" (`Option<T>`) or "required".
     if let Some(body) = value

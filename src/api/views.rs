@@ -51,6 +51,8 @@ pub struct EndpointView {
     #[schema(value_type = Option<String>)]
     pub ttl: Option<HumanDuration>,
     pub ordering: Ordering,
+    #[schema(value_type = Option<crate::rules::FilterSchema>)]
+    pub filter: Option<Value>,
     pub status: EndpointStatus,
     pub created_at: String,
     pub updated_at: String,
@@ -84,6 +86,7 @@ impl EndpointView {
             rate_limit: endpoint.spec.rate_limit,
             ttl: endpoint.spec.ttl,
             ordering: endpoint.spec.ordering.unwrap_or_default(),
+            filter: endpoint.spec.filter.clone(),
             status: endpoint.status,
             created_at: rfc3339(endpoint.created_at),
             updated_at: rfc3339(endpoint.updated_at),

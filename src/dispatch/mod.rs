@@ -65,6 +65,8 @@ pub enum EndpointChangeError {
 struct Route {
     id: EndpointId,
     spec: Arc<EndpointSpec>,
+    /// The spec's filter, parsed once here rather than at every fan-out.
+    filter: Option<crate::filter::Filter>,
 }
 
 /// One endpoint an event goes to, with the settings its delivery is created under.
@@ -126,7 +128,14 @@ impl Router {
     }
 
     /// The endpoints of `tenant` subscribed to `event_type`, with what their deliveries need.
-    pub fn route(&self, tenant: &str, event_type: &str) -> Vec<Routed> {
+    /// The endpoints an event of `tenant` and `event_type` with `payload` goes to: subscribed
+    /// to the type, and whose filter (if any) the payload matches.
+    pub fn route(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        payload: &serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<Routed> {
         let inner = self.inner.read();
         inner
             .by_tenant
@@ -135,6 +144,7 @@ impl Router {
                 routes
                     .iter()
                     .filter(|r| r.spec.subscribes_to(event_type))
+                    .filter(|r| r.filter.as_ref().is_none_or(|f| f.matches(payload)))
                     .map(|r| Routed {
                         id: r.id,
                         ttl: r.spec.ttl.map(|t| t.0),
@@ -162,11 +172,20 @@ impl Router {
     }
 
     fn insert(&self, id: EndpointId, spec: Arc<EndpointSpec>, addr: Addr<EndpointActor>) {
+        // Stored filters were validated when set; one that no longer parses (a stricter
+        // hookd) matches nothing rather than everything, and says so.
+        let filter = spec.filter.as_ref().map(|f| {
+            crate::filter::Filter::parse(f).unwrap_or_else(|e| {
+                tracing::warn!(endpoint = %id, path = %e.path, error = %e.message,
+                    "stored filter does not parse; the endpoint receives nothing until it is fixed");
+                crate::filter::Filter::nothing()
+            })
+        });
         let mut inner = self.inner.write();
         inner.actors.insert(id, addr);
         let routes = inner.by_tenant.entry(spec.tenant.clone()).or_default();
         routes.retain(|r| r.id != id);
-        routes.push(Route { id, spec });
+        routes.push(Route { id, spec, filter });
     }
 
     fn remove(&self, id: EndpointId, tenant: &str) -> Option<Addr<EndpointActor>> {
