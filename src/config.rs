@@ -93,6 +93,9 @@ pub struct DeliveryConfig {
     pub signature_header: String,
     #[serde(with = "humantime_serde")]
     pub secret_overlap: Duration,
+    /// An endpoint failing continuously this long is paused (`failing_too_long`); 0: never.
+    #[serde(with = "humantime_serde")]
+    pub pause_after: Duration,
     pub allow_http: bool,
     pub allow_private_networks: bool,
 }

@@ -304,6 +304,7 @@ pub async fn run(
         store: store.clone(),
         sender: Sender::new(config.delivery.allow_private_networks)?,
         feed: feed.clone(),
+        router: router.clone(),
     });
     let state = web::Data::new(AppState {
         config: config.clone(),

@@ -346,11 +346,36 @@ pub struct SigningSecret {
     pub expires_at: Option<UnixMillis>,
 }
 
+/// Why an endpoint is paused (API.md §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PausedReason {
+    /// `POST /v1/endpoints/{id}/pause`.
+    Operator,
+    /// The receiver answered `410 Gone`.
+    Gone,
+    /// Failing continuously for `delivery.pause_after`.
+    FailingTooLong,
+}
+
+impl PausedReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            PausedReason::Operator => "operator",
+            PausedReason::Gone => "gone",
+            PausedReason::FailingTooLong => "failing_too_long",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: EndpointId,
     pub spec: EndpointSpec,
     pub status: EndpointStatus,
+    /// Set while paused; records written before it existed read as paused by an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<PausedReason>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
     /// The current secret first, then rotated-out ones still inside their overlap.
@@ -358,6 +383,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Why it is paused, as views show it: null when active; a pause stored before reasons
+    /// were kept was an operator's.
+    pub fn paused_reason_shown(&self) -> Option<PausedReason> {
+        match self.status {
+            EndpointStatus::Active => None,
+            EndpointStatus::Paused => Some(self.paused_reason.unwrap_or(PausedReason::Operator)),
+        }
+    }
+
     /// The secrets that sign a request sent at `now`.
     pub fn signing_secrets(&self, now: UnixMillis) -> impl Iterator<Item = &Secret> {
         self.secrets

@@ -100,3 +100,73 @@ fn invalid_filters_are_refused_naming_the_path_inside_filter() {
     assert_eq!((status, &ep["filter"]), (200, &serde_json::Value::Null));
     assert_eq!(h.event("t", "a", json!({"x": 2}))["deliveries"], 1);
 }
+
+/// A receiver answering 410 Gone: one attempt, the endpoint paused with reason `gone`, the
+/// delivery held (pending, its retry budget untouched); `resume` drains it.
+#[test]
+fn a_410_pauses_the_endpoint_after_one_attempt_and_resume_drains_it() {
+    let h = Hookd::start(&[("HOOKD_DELIVERY__RETRY_SCHEDULE", r#"["100ms","100ms"]"#)]);
+    let r = Receiver::with(410, &[], Duration::ZERO);
+    let (id, _) = h.endpoint("t", &r.url, &["*"], json!({}));
+    let delivery = h.event_delivery("t", "a", json!({"n": 1}));
+    r.wait_count(1, Duration::from_secs(10));
+    wait_until(Duration::from_secs(5), "paused", || {
+        h.get(&format!("/v1/endpoints/{id}")).1["paused_reason"] == "gone"
+    });
+    let (_, ep) = h.get(&format!("/v1/endpoints/{id}"));
+    assert_eq!(ep["status"], "paused");
+    assert_eq!(ep["stats"]["state"], "paused");
+    h.event("t", "a", json!({"n": 2}));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        r.count(),
+        1,
+        "exactly one attempt, then nothing while paused"
+    );
+    let d = h.delivery(&delivery);
+    assert_eq!(d["status"], "pending");
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(d["attempts"][0]["status_code"], 410);
+
+    r.set_status(200);
+    let (status, ep) = h.post_empty(&format!("/v1/endpoints/{id}/resume"));
+    assert_eq!(
+        (status, &ep["paused_reason"]),
+        (200, &serde_json::Value::Null)
+    );
+    h.wait_delivery_status(&delivery, "succeeded", Duration::from_secs(10));
+    h.wait_all_delivered(&[&id], Duration::from_secs(10));
+    assert_eq!(r.count(), 3);
+    // An operator's pause says so.
+    let (_, ep) = h.post_empty(&format!("/v1/endpoints/{id}/pause"));
+    assert_eq!(ep["paused_reason"], "operator");
+}
+
+/// `delivery.pause_after`: an endpoint failing continuously that long is paused with reason
+/// `failing_too_long`, and its deliveries are kept.
+#[test]
+fn an_endpoint_failing_longer_than_pause_after_is_paused_not_dropped() {
+    let h = Hookd::start(&[
+        ("HOOKD_DELIVERY__PAUSE_AFTER", "3s"),
+        (
+            "HOOKD_DELIVERY__RETRY_SCHEDULE",
+            r#"["50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms","50ms"]"#,
+        ),
+    ]);
+    let r = Receiver::with(503, &[], Duration::ZERO);
+    let (id, _) = h.endpoint("t", &r.url, &["*"], json!({}));
+    let delivery = h.event_delivery("t", "a", json!({}));
+    wait_until(
+        Duration::from_secs(20),
+        "paused as failing too long",
+        || h.get(&format!("/v1/endpoints/{id}")).1["paused_reason"] == "failing_too_long",
+    );
+    let attempts = r.count();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(r.count(), attempts, "no probes once paused");
+    assert_eq!(h.delivery(&delivery)["status"], "pending");
+    assert!(
+        h.log_text().contains("reason=\"failing_too_long\"")
+            || h.log_text().contains("reason=failing_too_long")
+    );
+}

@@ -655,6 +655,8 @@ async fn set_status(
         id,
         Box::new(move |endpoint: &mut Endpoint| {
             endpoint.status = status;
+            endpoint.paused_reason =
+                (status == EndpointStatus::Paused).then_some(crate::model::PausedReason::Operator);
             Ok(())
         }),
     )

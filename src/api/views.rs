@@ -54,6 +54,9 @@ pub struct EndpointView {
     #[schema(value_type = Option<crate::rules::FilterSchema>)]
     pub filter: Option<Value>,
     pub status: EndpointStatus,
+    /// Why it is paused: `operator`, `gone` (the receiver answered 410) or
+    /// `failing_too_long` (`delivery.pause_after`); null when active.
+    pub paused_reason: Option<crate::model::PausedReason>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -88,6 +91,7 @@ impl EndpointView {
             ordering: endpoint.spec.ordering.unwrap_or_default(),
             filter: endpoint.spec.filter.clone(),
             status: endpoint.status,
+            paused_reason: endpoint.paused_reason_shown(),
             created_at: rfc3339(endpoint.created_at),
             updated_at: rfc3339(endpoint.updated_at),
         }

@@ -370,6 +370,7 @@ fn status(api: &Api, json: bool) -> Result<(), CtlError> {
             "id": id,
             "tenant": detail["tenant"],
             "state": st["state"],
+            "paused_reason": detail["paused_reason"],
             "pending": st["pending"],
             "in_flight": st["in_flight"],
             "oldest_pending_age_seconds": st["oldest_pending_age_seconds"],
@@ -397,7 +398,10 @@ fn status(api: &Api, json: bool) -> Result<(), CtlError> {
                 vec![
                     s(&e["id"]),
                     s(&e["tenant"]),
-                    s(&e["state"]),
+                    match e["paused_reason"].as_str() {
+                        Some(r) => format!("{} ({r})", s(&e["state"])),
+                        None => s(&e["state"]),
+                    },
                     s(&e["pending"]),
                     s(&e["in_flight"]),
                     e["oldest_pending_age_seconds"]

@@ -67,6 +67,11 @@ impl AttemptOutcome {
         }
     }
 
+    /// The receiver answered `410 Gone`: it wants no more deliveries.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, AttemptOutcome::HttpStatus { status: 410 })
+    }
+
     /// The `result` label of `hookd_attempts_total`.
     pub fn result_label(&self) -> &'static str {
         match self {

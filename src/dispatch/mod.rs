@@ -48,6 +48,9 @@ pub struct Shared {
     pub sender: Sender,
     /// Attempt and state lines for `GET /v1/stream`.
     pub feed: Arc<crate::stream::Feed>,
+    /// For an actor's own changes to its endpoint record (pausing itself), which go through
+    /// the supervisor like every endpoint change.
+    pub router: Arc<Router>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// The supervisor, once recovery has started it.
+    pub fn supervisor(&self) -> Option<Addr<Supervisor>> {
+        self.supervisor.get().cloned()
+    }
+
     /// The storage writer's hand-over of one durable commit (`seq`): each endpoint's new
     /// deliveries to its actor, in commit order. Deliveries of an endpoint deleted since they
     /// were routed are cancelled.

@@ -262,6 +262,7 @@ impl Handler<CreateEndpoint> for Supervisor {
             id: EndpointId::new(),
             spec,
             status: EndpointStatus::Active,
+            paused_reason: None,
             created_at: now,
             updated_at: now,
             secrets: vec![SigningSecret {

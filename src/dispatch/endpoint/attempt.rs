@@ -105,6 +105,16 @@ impl EndpointActor {
         transition
     }
 
+    /// Failing continuously for at least `delivery.pause_after` (never when it is 0).
+    fn failing_too_long(&self, now: UnixMillis) -> bool {
+        let limit = self.shared.config.delivery.pause_after.as_millis() as i64;
+        limit > 0
+            && self
+                .circuit
+                .failing_since
+                .is_some_and(|since| now - since >= limit)
+    }
+
     /// One `event: attempt` line for `GET /v1/stream`, built only if someone listens.
     pub(super) fn publish_attempt(
         &self,
@@ -167,6 +177,21 @@ impl EndpointActor {
             now,
             retry::jitter_draw(),
         );
+        // 410 Gone: the receiver says the endpoint is gone. The delivery stays pending,
+        // due now and held by the pause, with its retry budget untouched.
+        let gone = report.outcome.is_gone();
+        let next = match next {
+            Next::Retry { .. } | Next::Failed if gone => Next::Retry {
+                at: now,
+                retries_used: delivery.retries_used,
+            },
+            other => other,
+        };
+        if gone {
+            self.pause_self(crate::model::PausedReason::Gone);
+        } else if self.failing_too_long(now) {
+            self.pause_self(crate::model::PausedReason::FailingTooLong);
+        }
         delivery.attempts = n;
         delivery.updated_at = now;
         (delivery.status, delivery.next_attempt_at) = match next {

@@ -91,6 +91,8 @@ impl Handler<Reconfigure> for EndpointActor {
             (_, None) => None,
         };
         self.settings = EndpointSettings::resolve(&msg.0.spec, &self.shared.config.delivery);
+        // The stored record now says what this actor decided (or an operator overruled it).
+        self.pausing = None;
         self.endpoint = msg.0;
         self.publish_state();
         if resumed {

@@ -109,6 +109,10 @@ pub struct EndpointActor {
     /// Counts and last outcomes, as stored; the circuit's part is kept in `circuit`.
     stats: EndpointStats,
     circuit: CircuitState,
+    /// Set from the moment the actor decides to pause its endpoint (a 410, or failing for
+    /// `pause_after`) until the stored change comes back as a [`Reconfigure`]: nothing
+    /// starts meanwhile.
+    pausing: Option<crate::model::PausedReason>,
     /// The state last published (metrics, stream), to tell changes apart.
     shown_state: Option<EndpointState>,
     /// The last failed attempt's error, while failures are the latest news (in memory only).
@@ -173,6 +177,7 @@ impl EndpointActor {
             tests_in_flight: 0,
             stats,
             circuit,
+            pausing: None,
             shown_state: None,
             last_error: None,
             recent: Default::default(),
@@ -195,7 +200,40 @@ impl EndpointActor {
     }
 
     fn paused(&self) -> bool {
-        self.endpoint.status == EndpointStatus::Paused
+        self.endpoint.status == EndpointStatus::Paused || self.pausing.is_some()
+    }
+
+    /// Why it is paused, if it is.
+    fn paused_reason(&self) -> Option<crate::model::PausedReason> {
+        self.pausing.or(self.endpoint.paused_reason_shown())
+    }
+
+    /// Pauses the endpoint for `reason`: at once in this actor, and in its stored record
+    /// through the supervisor (which sends the record back as a [`Reconfigure`]). An operator's
+    /// pause or resume that came first wins: the change applies only to an active endpoint.
+    fn pause_self(&mut self, reason: crate::model::PausedReason) {
+        if self.paused() || self.deleting {
+            return;
+        }
+        self.pausing = Some(reason);
+        self.publish_state();
+        tracing::warn!(
+            endpoint = %self.endpoint.id, reason = reason.label(), backlog = self.queue.total(),
+            "endpoint paused; its deliveries wait until it is resumed"
+        );
+        let Some(supervisor) = self.shared.router.supervisor() else {
+            return;
+        };
+        supervisor.do_send(super::ChangeEndpoint {
+            id: self.endpoint.id,
+            change: Box::new(move |endpoint: &mut Endpoint| {
+                if endpoint.status == EndpointStatus::Active {
+                    endpoint.status = EndpointStatus::Paused;
+                    endpoint.paused_reason = Some(reason);
+                }
+                Ok(())
+            }),
+        });
     }
 
     /// `paused` (the operator's choice) shows over `failing` (the receiver's state).
@@ -218,7 +256,7 @@ impl EndpointActor {
             return;
         }
         let reason = match state {
-            EndpointState::Paused => Some("operator".to_string()),
+            EndpointState::Paused => self.paused_reason().map(|r| r.label().to_string()),
             EndpointState::Failing => self.last_error.clone(),
             EndpointState::Active => None,
         };
