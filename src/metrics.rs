@@ -139,7 +139,7 @@ pub struct Metrics {
     pub delivery_lag: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub in_flight: IntGaugeVec,
-    pub endpoint_state: IntGaugeVec,
+    pub endpoint_state: StateGauge,
     pub oldest_pending_age: IntGaugeVec,
     pub storage_commits: IntCounter,
     pub storage_committed_events: IntCounter,
@@ -150,6 +150,63 @@ pub struct Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `reason` values of the paused series ([`crate::model::PausedReason`]).
+const PAUSED_REASONS: [&str; 3] = ["operator", "gone", "failing_too_long"];
+
+/// `hookd_endpoint_state`: one family whose `paused` series carries a `reason` label and
+/// whose other series do not (API.md §12). A metric vector has one label set, so two
+/// vectors are gathered as one family by this collector.
+#[derive(Clone)]
+pub struct StateGauge {
+    plain: IntGaugeVec,
+    paused: IntGaugeVec,
+}
+
+const STATE_HELP: &str = "1 for the endpoint's current state; the paused series says why (reason).";
+
+impl StateGauge {
+    // invariant: static, valid names and labels, registered once.
+    fn register(registry: &Registry) -> StateGauge {
+        let gauge = StateGauge {
+            plain: IntGaugeVec::new(
+                Opts::new("hookd_endpoint_state", STATE_HELP),
+                &["endpoint", "state"],
+            )
+            .expect("valid metric"),
+            paused: IntGaugeVec::new(
+                Opts::new("hookd_endpoint_state", STATE_HELP),
+                &["endpoint", "state", "reason"],
+            )
+            .expect("valid metric"),
+        };
+        registry
+            .register(Box::new(gauge.clone()))
+            .expect("unique metric");
+        gauge
+    }
+}
+
+impl prometheus::core::Collector for StateGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.plain.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.plain.collect();
+        let paused: Vec<_> = self
+            .paused
+            .collect()
+            .into_iter()
+            .flat_map(|mut f| f.take_metric().into_iter())
+            .collect();
+        match families.first_mut() {
+            Some(family) => family.mut_metric().extend(paused),
+            None => families = self.paused.collect(),
+        }
+        families
+    }
+}
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -249,12 +306,7 @@ impl Metrics {
                 "Attempts out to the receiver (at most max_concurrency).",
                 &["endpoint"],
             ),
-            endpoint_state: gauge(
-                &registry,
-                "hookd_endpoint_state",
-                "1 for the endpoint's current state.",
-                &["endpoint", "state"],
-            ),
+            endpoint_state: StateGauge::register(&registry),
             oldest_pending_age: gauge(
                 &registry,
                 "hookd_oldest_pending_age_seconds",
@@ -343,11 +395,40 @@ impl Metrics {
         self.events_ingested.with_label_values(&[label]).inc();
     }
 
-    pub fn set_endpoint_state(&self, endpoint: &str, state: EndpointState) {
+    /// One-hot over the states; `reason` (why it is paused) labels the paused series only.
+    pub fn set_endpoint_state(&self, endpoint: &str, state: EndpointState, reason: Option<&str>) {
         for s in EndpointState::ALL {
+            if s == EndpointState::Paused {
+                continue;
+            }
             self.endpoint_state
+                .plain
                 .with_label_values(&[endpoint, s.label()])
                 .set(i64::from(s == state));
+        }
+        let paused = EndpointState::Paused.label();
+        for r in PAUSED_REASONS {
+            if Some(r) != reason || state != EndpointState::Paused {
+                let _ = self
+                    .endpoint_state
+                    .paused
+                    .remove_label_values(&[endpoint, paused, r]);
+            }
+        }
+        if state == EndpointState::Paused {
+            let _ = self
+                .endpoint_state
+                .plain
+                .remove_label_values(&[endpoint, paused]);
+            self.endpoint_state
+                .paused
+                .with_label_values(&[endpoint, paused, reason.unwrap_or("operator")])
+                .set(1);
+        } else {
+            self.endpoint_state
+                .plain
+                .with_label_values(&[endpoint, paused])
+                .set(0);
         }
     }
 
@@ -362,7 +443,15 @@ impl Metrics {
         for s in EndpointState::ALL {
             let _ = self
                 .endpoint_state
+                .plain
                 .remove_label_values(&[endpoint, s.label()]);
+        }
+        for r in PAUSED_REASONS {
+            let _ = self.endpoint_state.paused.remove_label_values(&[
+                endpoint,
+                EndpointState::Paused.label(),
+                r,
+            ]);
         }
         for o in DeliveryOutcome::ALL {
             let _ = self.deliveries.remove_label_values(&[endpoint, o.label()]);
@@ -438,8 +527,9 @@ impl EndpointMetrics {
         })
     }
 
-    pub fn set_state(&self, state: EndpointState) {
-        METRICS.set_endpoint_state(&self.label, state);
+    /// `reason`: why it is paused (the paused series' label).
+    pub fn set_state(&self, state: EndpointState, reason: Option<&str>) {
+        METRICS.set_endpoint_state(&self.label, state, reason);
     }
 
     /// Drops every series of this (deleted) endpoint.
@@ -466,22 +556,39 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_state_is_one_hot() {
+    fn endpoint_state_is_one_hot_and_only_paused_has_a_reason() {
         let m = Metrics::new();
-        m.set_endpoint_state("ep_1", EndpointState::Paused);
-        assert_eq!(
-            m.endpoint_state
-                .with_label_values(&["ep_1", "paused"])
-                .get(),
-            1
+        m.set_endpoint_state("ep_1", EndpointState::Paused, Some("gone"));
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"hookd_endpoint_state{endpoint="ep_1",reason="gone",state="paused"} 1"#
+            ),
+            "{text}"
         );
-        assert_eq!(
-            m.endpoint_state
-                .with_label_values(&["ep_1", "active"])
-                .get(),
-            0
+        assert!(
+            text.contains(r#"hookd_endpoint_state{endpoint="ep_1",state="active"} 0"#),
+            "{text}"
         );
-        m.forget_endpoint("ep_1");
-        assert!(!m.render().contains("ep_1"));
+        m.set_endpoint_state("ep_1", EndpointState::Paused, Some("operator"));
+        let text = m.render();
+        assert!(!text.contains("reason=\"gone\""), "{text}");
+        m.set_endpoint_state("ep_1", EndpointState::Active, None);
+        let text = m.render();
+        assert!(
+            text.contains(r#"hookd_endpoint_state{endpoint="ep_1",state="paused"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hookd_endpoint_state{endpoint="ep_1",state="active"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("hookd_endpoint_state{") && l.contains("reason=")),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE hookd_endpoint_state gauge").count(), 1);
     }
 }

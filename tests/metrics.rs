@@ -112,7 +112,9 @@ fn metrics_count_exactly_what_happened() {
         let t = scrape(&h);
         value(
             &t,
-            &format!("hookd_endpoint_state{{endpoint=\"{ep}\",state=\"paused\"}}"),
+            &format!(
+                "hookd_endpoint_state{{endpoint=\"{ep}\",reason=\"operator\",state=\"paused\"}}"
+            ),
         ) == 1.0
             && value(
                 &t,

@@ -127,6 +127,13 @@ fn a_410_pauses_the_endpoint_after_one_attempt_and_resume_drains_it() {
     assert_eq!(d["status"], "pending");
     assert_eq!(d["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(d["attempts"][0]["status_code"], 410);
+    let metrics = h.metrics_text();
+    assert!(
+        metrics.contains(&format!(
+            "hookd_endpoint_state{{endpoint=\"{id}\",reason=\"gone\",state=\"paused\"}} 1"
+        )),
+        "{metrics}"
+    );
 
     r.set_status(200);
     let (status, ep) = h.post_empty(&format!("/v1/endpoints/{id}/resume"));

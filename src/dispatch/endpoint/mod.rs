@@ -250,7 +250,8 @@ impl EndpointActor {
     /// The state into the metrics, and onto the stream when it changed.
     fn publish_state(&mut self) {
         let state = self.state();
-        self.metrics.set_state(state);
+        self.metrics
+            .set_state(state, self.paused_reason().map(|r| r.label()));
         let before = self.shown_state.replace(state);
         if before.is_none_or(|b| b == state) {
             return;
