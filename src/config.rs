@@ -104,6 +104,8 @@ pub struct DeliveryConfig {
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     pub types: Vec<String>,
+    /// A directory of `TYPE.json` JSON Schemas; empty: none. Its types join the catalogue.
+    pub schemas: PathBuf,
     pub max_payload_bytes: usize,
     pub max_batch_bytes: usize,
 }

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod rules;
+pub mod schemas;
 pub mod storage;
 pub mod stream;
 
@@ -68,6 +69,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("HTTP server: {0}")]
     Server(#[from] std::io::Error),
+    #[error("{0}")]
+    Schemas(String),
     #[error("storage cannot write and did not recover; exiting for a restart")]
     StorageFailed,
 }
@@ -100,6 +103,15 @@ async fn reload_on_hangup(
                 continue;
             }
         };
+        // Schemas are compiled again on every reload: their files may have changed even
+        // when the setting did not. A directory that does not load keeps the old catalogue.
+        let schemas = match load_schemas(&new) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: events.schemas refused; keeping the configuration in force");
+                continue;
+            }
+        };
         if let Err(e) = reload_log_level(&new.log.level) {
             tracing::error!(error = %e, "SIGHUP: log.level refused; keeping the one in force");
             continue;
@@ -114,10 +126,12 @@ async fn reload_on_hangup(
         if new.log.level != current.log.level {
             changed.push("log.level");
         }
-        if new.events.types != current.events.types {
-            *state.catalogue.write() = Arc::new(new.events.types.clone());
+        let catalogue = catalogue_of(&new, &schemas);
+        if *state.catalogue() != catalogue {
             changed.push("events.types");
         }
+        *state.catalogue.write() = Arc::new(catalogue);
+        *state.schemas.write() = Arc::new(schemas);
         // What the running process cannot take: the rest, compared section by section.
         let mut restart = Vec::new();
         if !same(&new.server, &started.server) {
@@ -144,6 +158,31 @@ async fn reload_on_hangup(
         );
         current = new;
     }
+}
+
+/// `events.schemas`, compiled (none when unset).
+fn load_schemas(config: &Config) -> Result<schemas::Schemas, String> {
+    if config.events.schemas.as_os_str().is_empty() {
+        return Ok(schemas::Schemas::default());
+    }
+    let loaded = schemas::Schemas::load(&config.events.schemas)?;
+    tracing::info!(
+        path = %config.events.schemas.display(),
+        types = loaded.types().count(),
+        "event schemas loaded"
+    );
+    Ok(loaded)
+}
+
+/// The catalogue: `events.types` and the schemas' types.
+fn catalogue_of(config: &Config, schemas: &schemas::Schemas) -> Vec<String> {
+    let mut types = config.events.types.clone();
+    for t in schemas.types() {
+        if !types.iter().any(|x| x == t) {
+            types.push(t.to_string());
+        }
+    }
+    types
 }
 
 /// Configuration sections derive no `PartialEq`; their serialized forms compare instead.
@@ -298,6 +337,7 @@ pub async fn run(
         None
     };
     let tokens = tokens_of(&config, generated.as_deref());
+    let schemas = load_schemas(&config).map_err(RunError::Schemas)?;
     let feed = Arc::new(stream::Feed::default());
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -311,7 +351,8 @@ pub async fn run(
         store: store.clone(),
         router: router.clone(),
         tokens: parking_lot::RwLock::new(tokens),
-        catalogue: parking_lot::RwLock::new(Arc::new(config.events.types.clone())),
+        catalogue: parking_lot::RwLock::new(Arc::new(catalogue_of(&config, &schemas))),
+        schemas: parking_lot::RwLock::new(Arc::new(schemas)),
         ready: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         supervisor: parking_lot::RwLock::new(None),

@@ -177,3 +177,118 @@ fn an_endpoint_failing_longer_than_pause_after_is_paused_not_dropped() {
             || h.log_text().contains("reason=failing_too_long")
     );
 }
+
+/// `events.schemas` pointing at the repository's `schemas/`: the seeds' sample payloads are
+/// accepted, a mutated one is refused with `400 schema_violation` naming the path, and in a
+/// batch only that item fails. The catalogue lists each type with its schema.
+#[test]
+fn the_seeds_samples_pass_their_schemas_and_a_mutated_one_is_refused() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
+    let h = Hookd::start(&[("HOOKD_EVENTS__SCHEMAS", dir)]);
+    let fraud = json!({
+        "event": "fraud_detected", "timestamp": "2024-01-05T14:30:00Z",
+        "property": {"id": "prop_abc123", "name": "My Landing Page"},
+        "visitor": {"id": "vis_xyz789", "ip": "192.168.1.100", "country": "US", "userAgent": "Mozilla/5.0..."},
+        "decision": {"score": 85, "label": "FRAUD", "action": "BLOCK", "reasons": [
+            {"rule": "datacenter_ip", "score": 25}, {"rule": "rapid_clicks", "score": 30},
+            {"rule": "honeypot", "score": 40}]}
+    });
+    let samples = [
+        ("fraud_detected", fraud.clone()),
+        (
+            "high_risk_visitor",
+            json!({"event": "high_risk_visitor", "timestamp": "2024-01-05T14:30:00Z",
+            "property": {"id": "prop_abc123", "name": "My Landing Page"},
+            "visitor": {"id": "vis_xyz789", "score": 55, "label": "SUSPICIOUS"}}),
+        ),
+        (
+            "daily_summary",
+            json!({"event": "daily_summary", "timestamp": "2024-01-05T00:00:00Z",
+            "property": {"id": "prop_abc123", "name": "My Landing Page"},
+            "summary": {"date": "2024-01-04", "totalVisitors": 1250, "cleanCount": 1180,
+                "suspiciousCount": 45, "fraudCount": 25, "fraudRate": "2.0%",
+                "topRules": [{"rule": "datacenter_ip", "count": 15}, {"rule": "vpn_detected", "count": 8}]}}),
+        ),
+        (
+            "visitor.blocked",
+            json!({"id": "evt_abc123", "type": "visitor.blocked",
+            "timestamp": "2025-05-22T14:30:00Z", "site_id": "site_xyz",
+            "data": {"visitor_ip": "203.0.113.42", "country": "CN", "rule_id": "rule_456",
+                "action": "block", "reason": "Geo block: CN"}}),
+        ),
+        (
+            "ban.created",
+            json!({"id": "evt_b1", "type": "ban.created", "timestamp": "2025-05-22T14:30:00Z",
+            "site_id": "site_xyz", "data": {}}),
+        ),
+        (
+            "sale.created",
+            json!({"type": "sale.created", "data": {"amount": 10}}),
+        ),
+        ("data.synced", json!({"type": "data.synced", "data": {}})),
+    ];
+    for (t, payload) in &samples {
+        let (status, res) = h.post(
+            "/v1/events",
+            json!({"tenant": "t", "type": t, "payload": payload}),
+        );
+        assert_eq!(status, 202, "{t}: {res}");
+    }
+    let mut mutated = fraud.clone();
+    mutated["decision"]["score"] = json!("85");
+    let (status, res) = h.post(
+        "/v1/events",
+        json!({"tenant": "t", "type": "fraud_detected", "payload": mutated}),
+    );
+    assert_eq!(status, 400, "{res}");
+    assert_eq!(res["error"]["code"], "schema_violation");
+    assert!(
+        res["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("payload.decision.score:"),
+        "{res}"
+    );
+    let (status, res) = h.post(
+        "/v1/events",
+        json!({"tenant": "t", "type": "unknown.type", "payload": {}}),
+    );
+    assert_eq!(
+        (status, res["error"]["code"].as_str()),
+        (400, Some("unknown_event_type"))
+    );
+
+    let (status, res) = h.post(
+        "/v1/events/batch",
+        json!({"events": [
+            {"tenant": "t", "type": "fraud_detected", "payload": fraud},
+            {"tenant": "t", "type": "sale.created", "payload": {"type": "sale.created"}},
+            {"tenant": "t", "type": "data.synced", "payload": {"type": "data.synced", "data": {}}},
+        ]}),
+    );
+    assert_eq!(status, 200, "{res}");
+    let results = res["results"].as_array().unwrap();
+    assert_eq!(results[0]["duplicate"], false);
+    assert_eq!(results[1]["error"]["code"], "schema_violation");
+    assert!(
+        results[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[1].payload"),
+        "{res}"
+    );
+    assert_eq!(results[2]["duplicate"], false);
+
+    let (status, types) = h.get("/v1/event-types");
+    assert_eq!(status, 200);
+    let listed = types["event_types"].as_array().unwrap();
+    assert_eq!(listed.len(), 14);
+    let fraud_type = listed
+        .iter()
+        .find(|t| t["type"] == "fraud_detected")
+        .unwrap();
+    assert_eq!(
+        fraud_type["schema"]["properties"]["event"]["const"],
+        "fraud_detected"
+    );
+}

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::views::{BatchItem, BatchResults, ErrorBody, EventDelivery, EventView, Ingested};
+use super::views::{
+    BatchItem, BatchResults, ErrorBody, EventDelivery, EventType, EventTypes, EventView, Ingested,
+};
 
 use super::auth::Scope;
 use super::{parse_json, parse_query, read_json_body, ApiError, AppState};
@@ -62,7 +64,7 @@ pub struct BatchIn {
 fn prepare(
     state: &AppState,
     catalogue: &[String],
-    input: EventIn,
+    mut input: EventIn,
     field: &str,
     now: UnixMillis,
 ) -> Result<NewEvent, ApiError> {
@@ -91,6 +93,25 @@ fn prepare(
                 input.event_type
             ),
         ));
+    }
+    if let Some(schema) = state.schemas().get(&input.event_type) {
+        // Validated as a Value without copying the payload: moved in and back out.
+        let payload = Value::Object(std::mem::take(&mut input.payload));
+        let checked = schema.check(&payload);
+        if let Value::Object(m) = payload {
+            input.payload = m;
+        }
+        if let Err((path, message)) = checked {
+            let path = if field.is_empty() {
+                path
+            } else {
+                format!("{field}.{path}")
+            };
+            return Err(ApiError::bad_request(
+                "schema_violation",
+                format!("{path}: {message}"),
+            ));
+        }
     }
     let body = canonical::object_to_string(&input.payload);
     let max = state.config.events.max_payload_bytes;
@@ -369,4 +390,21 @@ pub async fn get(
         received_at: rfc3339(event.received_at),
         deliveries,
     }))
+}
+
+/// The event catalogue (`events.types` and `events.schemas`), each type with its schema.
+#[utoipa::path(get, path = "/v1/event-types", tag = "events", security(("bearer" = [])),
+    responses((status = 200, body = EventTypes), (status = "default", body = ErrorBody)))]
+pub async fn types(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Admin)?;
+    let schemas = state.schemas();
+    let event_types = state
+        .catalogue()
+        .iter()
+        .map(|t| EventType {
+            event_type: t.clone(),
+            schema: schemas.get(t).map(|s| s.schema.clone()),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(EventTypes { event_types }))
 }

@@ -35,8 +35,10 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Replaced by a SIGHUP reload.
     pub tokens: parking_lot::RwLock<Tokens>,
-    /// `events.types`, replaced by a SIGHUP reload.
+    /// `events.types` and the types of `events.schemas`, replaced by a SIGHUP reload.
     pub catalogue: parking_lot::RwLock<Arc<Vec<String>>>,
+    /// `events.schemas`, compiled; replaced by a SIGHUP reload.
+    pub schemas: parking_lot::RwLock<Arc<crate::schemas::Schemas>>,
     /// Set once recovery has rebuilt every endpoint actor; until then `/v1` answers 503.
     pub ready: AtomicBool,
     /// Set on SIGTERM/SIGINT: intake stops while in-flight work finishes.
@@ -48,6 +50,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The schemas in force.
+    pub fn schemas(&self) -> Arc<crate::schemas::Schemas> {
+        self.schemas.read().clone()
+    }
+
     /// The event catalogue in force (`events.types`; empty: any type).
     pub fn catalogue(&self) -> Arc<Vec<String>> {
         self.catalogue.read().clone()
@@ -139,6 +146,7 @@ api_routes! {
     post "/v1/events" => events::ingest,
     post "/v1/events/batch" => events::ingest_batch,
     get "/v1/events/{id}" [tenant] => events::get,
+    get "/v1/event-types" => events::types,
     post "/v1/endpoints" => endpoints::create,
     get "/v1/endpoints" [tenant] => endpoints::list,
     get "/v1/endpoints/{id}" => endpoints::get,

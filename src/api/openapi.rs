@@ -26,6 +26,7 @@ use super::views;
         super::events::ingest,
         super::events::ingest_batch,
         super::events::get,
+        super::events::types,
         super::endpoints::create,
         super::endpoints::list,
         super::endpoints::get,

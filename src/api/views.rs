@@ -291,3 +291,18 @@ pub struct Health {
     /// `ok` (healthz) or `ready` (readyz).
     pub status: String,
 }
+
+/// `GET /v1/event-types`: empty when any type is accepted.
+#[derive(Serialize, ToSchema)]
+pub struct EventTypes {
+    pub event_types: Vec<EventType>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventType {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The JSON Schema its payloads must satisfy, if any.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+}
