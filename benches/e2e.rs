@@ -109,7 +109,12 @@ struct Hookd {
 
 impl Hookd {
     fn start() -> Hookd {
-        Hookd::start_in(tempfile::tempdir().unwrap())
+        Hookd::start_in(tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// A fresh hookd with `env` on top of the bench's settings.
+    fn start_with(env: &[(&str, &str)]) -> Hookd {
+        Hookd::start_in(tempfile::tempdir().unwrap(), env)
     }
 
     /// SIGKILL, then a new hookd on the same data; returns it and how long it took to be ready.
@@ -118,7 +123,7 @@ impl Hookd {
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
         let started = Instant::now();
-        let h = Hookd::start_in(dir);
+        let h = Hookd::start_in(dir, &[]);
         (h, started.elapsed())
     }
 
@@ -132,7 +137,7 @@ impl Hookd {
         kb / 1024.0
     }
 
-    fn start_in(dir: tempfile::TempDir) -> Hookd {
+    fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Hookd {
         // E2E_HOOKD_BIN runs another build, e.g. one with frame pointers for profiling.
         let bin =
             std::env::var_os("E2E_HOOKD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_hookd").into());
@@ -148,6 +153,7 @@ impl Hookd {
             .env("HOOKD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "true")
             .env("HOOKD_DELIVERY__MAX_ENDPOINTS_PER_TENANT", "10")
             .env("HOOKD_LOG__LEVEL", "warn,hookd=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -447,7 +453,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// `E2E_PHASES=a,b` runs only the named phases (the baseline always runs); unset runs all.
-const PHASES: [&str; 9] = [
+const PHASES: [&str; 10] = [
     "ingest",
     "drain",
     "e2e",
@@ -457,6 +463,7 @@ const PHASES: [&str; 9] = [
     "latency",
     "ordered",
     "backlog",
+    "checked",
 ];
 
 /// Events per endpoint in the ordered phase, spread over `ORDERED_KEYS` ordering keys.
@@ -815,6 +822,92 @@ fn main() {
         table.note(
             "  ordered ÷ unordered",
             format!("{:.2}", rates[1] / rates[0]),
+        );
+    }
+
+    if on("checked") {
+        // Ingest with a filter on each of a tenant's 5 (paused) endpoints and the payload's
+        // JSON Schema checked, against the same without either, on two fresh instances.
+        let filters = [
+            json!({"decision.score": {"$gte": 70}}),
+            json!({"decision.action": "BLOCK"}),
+            json!({"visitor.country": {"$in": ["US", "FR", "DE"]}}),
+            json!({"$or": [{"decision.label": "FRAUD"}, {"decision.reasons.0.score": {"$gt": 50}}]}),
+            json!({"property.id": "prop_abc123", "visitor.ip": {"$exists": true}}),
+        ];
+        let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas");
+        let mut figures = Vec::new();
+        for checked in [false, true] {
+            let env: &[(&str, &str)] = if checked {
+                &[("HOOKD_EVENTS__SCHEMAS", schemas)]
+            } else {
+                &[]
+            };
+            let hc = Hookd::start_with(env);
+            for f in &filters {
+                let mut spec = json!({"tenant": "checked", "url": rx_url, "event_types": ["*"]});
+                if checked {
+                    spec["filter"] = f.clone();
+                }
+                let ep = hc.admin(reqwest::Method::POST, "/v1/endpoints", Some(spec));
+                let id = ep["id"].as_str().unwrap().to_string();
+                hc.admin(
+                    reqwest::Method::POST,
+                    &format!("/v1/endpoints/{id}/pause"),
+                    None,
+                );
+            }
+            let single = rt.block_on(hammer(
+                format!("{}/v1/events", hc.base),
+                CONNECTIONS,
+                secs,
+                event_body("checked"),
+                202,
+                None,
+            ));
+            let batches = rt.block_on(hammer(
+                format!("{}/v1/events/batch", hc.base),
+                4,
+                secs,
+                batch_body("checked"),
+                200,
+                None,
+            )) * BATCH as f64;
+            // Every filter matched: five deliveries per event, as without filters.
+            let depth = hc.metric("hookd_queue_depth");
+            let ingested = hc.metric("hookd_events_ingested_total");
+            assert_eq!(
+                depth,
+                5.0 * ingested,
+                "every filter matches the bench's payload"
+            );
+            figures.push((single, batches));
+        }
+        let ((plain_single, plain_batch), (checked_single, checked_batch)) =
+            (figures[0], figures[1]);
+        table.row(
+            "ingest to 5 endpoints, single events, events/s",
+            plain_single,
+        );
+        table.row(
+            "  … with 5 filters and the schema checked, events/s",
+            checked_single,
+        );
+        table.note(
+            "  … ratio checked / plain",
+            format!("{:.2}", checked_single / plain_single),
+        );
+        table.row(
+            &format!("ingest to 5 endpoints, batches of {BATCH}, events/s"),
+            plain_batch,
+        );
+        table.row(
+            "  … with 5 filters and the schema checked, events/s",
+            checked_batch,
+        );
+        table.note(
+            "  … ratio checked / plain",
+            format!("{:.2}", checked_batch / plain_batch),
         );
     }
 
