@@ -139,6 +139,8 @@ fn every_endpoint_command_in_tables_and_json() {
             "key",
             "--ttl",
             "1h",
+            "--filter",
+            r#"{"decision.score": {"$gte": 70}}"#,
         ],
     );
     let id = created["id"].as_str().expect("id").to_string();
@@ -154,6 +156,7 @@ fn every_endpoint_command_in_tables_and_json() {
     );
     assert_eq!(created["retry_schedule"], json!(["1s", "2s"]));
     assert_eq!(created["ordering"], "key");
+    assert_eq!(created["filter"], json!({"decision.score": {"$gte": 70}}));
 
     // The human form shows the settings and, once, the secret.
     let human = ok(
@@ -205,6 +208,8 @@ fn every_endpoint_command_in_tables_and_json() {
     );
 
     assert!(ok(&h, &["endpoints", "pause", &id]).contains("is paused"));
+    let status = ok(&h, &["status"]);
+    assert!(status.contains("paused (operator)"), "{status}");
     assert_eq!(
         ok_json(&h, &["endpoints", "resume", &id])["status"],
         "active"
