@@ -105,6 +105,19 @@ pattern!(
     "2026-12-01T10:00:00Z"
 );
 
+pattern!(
+    "A page cursor: the next_cursor of the page before",
+    CursorString,
+    CURSOR,
+    r"^dlv_[0-7][0-9A-HJKMNP-TV-Z]{25}$",
+    "dlv_01J9Z8Q4W6R2M5T7V9X1Y3Z5A7"
+);
+
+/// An RFC 3339 time of the form the document promises ([`RFC3339`]), as milliseconds.
+pub fn rfc3339_millis(raw: &str) -> Result<crate::model::UnixMillis, String> {
+    check(&RFC3339, raw, "an RFC 3339 time").and_then(|()| crate::model::parse_rfc3339(raw))
+}
+
 /// `Ok` when `value` has the form `re` describes; else the message names what was expected.
 pub fn check(re: &Regex, value: &str, what: &str) -> Result<(), String> {
     if re.is_match(value) {

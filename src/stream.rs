@@ -133,7 +133,7 @@ impl Feed {
         Some(Subscription {
             lines: self.lines.subscribe(),
             closed: self.closed.subscribe(),
-            place: Place(self.subscribers.clone()),
+            _place: Place(self.subscribers.clone()),
         })
     }
 
@@ -156,7 +156,8 @@ impl Drop for Place {
 pub struct Subscription {
     lines: broadcast::Receiver<Arc<Line>>,
     closed: watch::Receiver<bool>,
-    place: Place,
+    /// Held for its drop only.
+    _place: Place,
 }
 
 /// What a subscriber reads next.
@@ -173,7 +174,6 @@ pub enum Next {
 impl Subscription {
     /// The next line, waiting at most `idle` for one.
     pub async fn next(&mut self, idle: std::time::Duration) -> Next {
-        let _ = &self.place;
         if *self.closed.borrow() {
             return Next::Closed;
         }

@@ -8,16 +8,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Hookd, Receiver, ADMIN};
+use common::{free_port, hookd_bin, Hookd, Receiver, ADMIN};
 use serde_json::{json, Value};
-
-fn bin() -> String {
-    std::env::var("TEST_HOOKD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookd").to_string())
-}
 
 /// `hookd ctl` with the URL and token in the environment, as an operator would set them.
 fn ctl_command(h: &Hookd, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(hookd_bin());
     cmd.arg("ctl")
         .args(args)
         .env_remove("HOOKD_CONFIG")
@@ -96,13 +92,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[test]
@@ -447,7 +436,7 @@ fn exit_codes_defaults_and_generated_files() {
         ),
     )
     .unwrap();
-    let mut serve = Command::new(bin())
+    let mut serve = Command::new(hookd_bin())
         .args(["serve", "--config", config.to_str().unwrap()])
         .env_remove("HOOKD_CONFIG")
         .stderr(Stdio::null())
@@ -455,7 +444,7 @@ fn exit_codes_defaults_and_generated_files() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        let out = Command::new(bin())
+        let out = Command::new(hookd_bin())
             .args([
                 "ctl",
                 "--config",
@@ -490,7 +479,7 @@ fn exit_codes_defaults_and_generated_files() {
             "{shell}"
         );
     }
-    let man = Command::new(bin()).arg("man").output().unwrap();
+    let man = Command::new(hookd_bin()).arg("man").output().unwrap();
     let man = String::from_utf8_lossy(&man.stdout);
     assert!(man.starts_with(".ie") || man.contains(".TH hookd"), "{man}");
     assert!(man.contains("ctl"));

@@ -21,8 +21,8 @@ use crate::dispatch::{
     Recover, SendTest, StatsSnapshot,
 };
 use crate::model::{
-    check_identifier, now_millis, parse_rfc3339, rfc3339, DeliveryId, DeliveryStatus, Endpoint,
-    EndpointId, EndpointSpec, EndpointStatus, Secret, SigningSecret,
+    check_identifier, now_millis, rfc3339, DeliveryId, DeliveryStatus, Endpoint, EndpointId,
+    EndpointSpec, EndpointStatus, Secret, SigningSecret,
 };
 
 const MAX_BODY: usize = 64 * 1024;
@@ -390,7 +390,7 @@ pub struct HistoryQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// `next_cursor` of the page before.
-    #[param(value_type = Option<String>, pattern = r"^dlv_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    #[param(value_type = Option<crate::rules::CursorString>)]
     cursor: Option<String>,
 }
 
@@ -438,7 +438,7 @@ pub async fn deliveries(
         Some(raw) => Some(
             raw.parse::<DeliveryId>()
                 .ok()
-                .filter(|_| CURSOR.is_match(raw))
+                .filter(|_| crate::rules::CURSOR.is_match(raw))
                 .ok_or_else(|| {
                     ApiError::invalid(
                         "cursor",
@@ -743,16 +743,8 @@ pub async fn rotate_secret(
 
 /// An RFC 3339 time field, of the form the document promises.
 fn time_field(field: &str, raw: &str) -> Result<crate::model::UnixMillis, ApiError> {
-    crate::rules::check(&crate::rules::RFC3339, raw, "an RFC 3339 time")
-        .and_then(|()| parse_rfc3339(raw))
-        .map_err(|m| ApiError::invalid(field, m))
+    crate::rules::rfc3339_millis(raw).map_err(|m| ApiError::invalid(field, m))
 }
-
-/// The form of `next_cursor` (a delivery id).
-static CURSOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    // invariant: a literal pattern, the one in HistoryQuery's document.
-    regex::Regex::new(r"^dlv_[0-7][0-9A-HJKMNP-TV-Z]{25}$").expect("valid pattern")
-});
 
 /// What a PATCH may set: every field of [`EndpointSpec`] but `tenant` (a unit test keeps the
 /// two in step).

@@ -2,7 +2,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use crate::dispatch::EndpointChangeError;
 use crate::storage::StorageError;
@@ -49,7 +48,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 
     /// The error object as a typed view (a batch item's refusal).

@@ -15,8 +15,8 @@ use super::{parse_json, parse_query, read_json_body, ApiError, AppState};
 use crate::canonical;
 use crate::metrics::METRICS;
 use crate::model::{
-    check_identifier, now_millis, parse_rfc3339, rfc3339, Delivery, DeliveryId, DeliveryRef,
-    DeliveryStatus, Event, EventKey, Sequenced, UnixMillis,
+    check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
+    Event, EventKey, Sequenced, UnixMillis,
 };
 use crate::storage::{IngestOutcome, NewEvent};
 
@@ -60,10 +60,12 @@ pub struct BatchIn {
 }
 
 /// Validates one event and gives it its deliveries; `field` prefixes error messages.
-/// `catalogue` is the request's view of `events.types` (read once per request).
+/// `catalogue` and `schemas` are the request's view of `events.types` and `events.schemas`
+/// (read once per request, so a batch sees one version of both).
 fn prepare(
     state: &AppState,
     catalogue: &[String],
+    schemas: &crate::schemas::Schemas,
     mut input: EventIn,
     field: &str,
     now: UnixMillis,
@@ -94,7 +96,7 @@ fn prepare(
             ),
         ));
     }
-    if let Some(schema) = state.schemas().get(&input.event_type) {
+    if let Some(schema) = schemas.get(&input.event_type) {
         // Validated as a Value without copying the payload: moved in and back out.
         let payload = Value::Object(std::mem::take(&mut input.payload));
         let checked = schema.check(&payload);
@@ -126,8 +128,7 @@ fn prepare(
         RawValue::from_string(body).map_err(|e| ApiError::invalid(&name("payload"), e))?;
     let expires_at = match &input.expires_at {
         Some(at) => Some(
-            crate::rules::check(&crate::rules::RFC3339, at, "an RFC 3339 time")
-                .and_then(|()| parse_rfc3339(at))
+            crate::rules::rfc3339_millis(at)
                 .map_err(|m| ApiError::invalid(&name("expires_at"), m))?,
         ),
         None => None,
@@ -252,7 +253,14 @@ async fn ingest_one(
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
     let catalogue = state.catalogue();
-    let new = prepare(&state, &catalogue, input, "", now_millis())?;
+    let new = prepare(
+        &state,
+        &catalogue,
+        &state.schemas(),
+        input,
+        "",
+        now_millis(),
+    )?;
     let (id, event_type) = (new.event.id.clone(), new.event.event_type.clone());
     // Once the store has it, the writer hands the deliveries over whether or not this request
     // is still there to see the answer.
@@ -299,13 +307,14 @@ async fn ingest_many(
     }
     let now = now_millis();
     let catalogue = state.catalogue();
+    let schemas = state.schemas();
     let mut results: Vec<Option<BatchItem>> = (0..batch.events.len()).map(|_| None).collect();
     let mut accepted: Vec<(usize, String, String)> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let field = format!("events[{i}]");
         let prepared = parse_json::<EventIn>(raw.get().as_bytes(), &field)
-            .and_then(|input| prepare(&state, &catalogue, input, &field, now));
+            .and_then(|input| prepare(&state, &catalogue, &schemas, input, &field, now));
         match prepared {
             Ok(new) => {
                 accepted.push((i, new.event.id.clone(), new.event.event_type.clone()));

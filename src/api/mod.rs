@@ -162,37 +162,31 @@ api_routes! {
     post "/v1/deliveries/{id}/retry" => deliveries::retry,
 }
 
-/// The methods [`ROUTE_TABLE`] serves for `path`. A path that is some route's literal
-/// pattern (`/v1/events/batch`) is that route's alone, not also a value of a `{…}` segment
-/// (`/v1/events/{id}`).
-fn allowed_methods(path: &str) -> Vec<String> {
+/// The routes whose pattern `path` is. A path that is some route's literal pattern
+/// (`/v1/events/batch`) is that route's alone, not also a value of a `{…}` segment
+/// (`/v1/events/{id}`). Allocates nothing: it runs on every request.
+fn routes_for(path: &str) -> impl Iterator<Item = &'static Route> + '_ {
     let path = path.trim_end_matches('/');
     let literal = ROUTE_TABLE.iter().any(|r| r.path == path);
-    ROUTE_TABLE
-        .iter()
-        .filter(|r| {
-            if literal {
-                r.path == path
-            } else {
-                r.matches(path)
-            }
-        })
-        .map(|r| r.method.to_ascii_uppercase())
-        .collect()
+    ROUTE_TABLE.iter().filter(move |r| {
+        if literal {
+            r.path == path
+        } else {
+            r.matches(path)
+        }
+    })
 }
 
-/// Whether some route serves `method path` (with [`allowed_methods`]' rule for literal paths).
-fn serves(method: &str, path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    let literal = ROUTE_TABLE.iter().any(|r| r.path == path);
-    ROUTE_TABLE.iter().any(|r| {
-        r.method.eq_ignore_ascii_case(method)
-            && if literal {
-                r.path == path
-            } else {
-                r.matches(path)
-            }
-    })
+/// The route serving `method path`, if any.
+fn route_for(method: &str, path: &str) -> Option<&'static Route> {
+    routes_for(path).find(|r| r.method.eq_ignore_ascii_case(method))
+}
+
+/// The methods [`ROUTE_TABLE`] serves for `path`.
+fn allowed_methods(path: &str) -> Vec<String> {
+    routes_for(path)
+        .map(|r| r.method.to_ascii_uppercase())
+        .collect()
 }
 
 /// 405 with `Allow` for a known path asked with a method it does not serve.
@@ -215,15 +209,11 @@ fn method_not_allowed(method: &str, path: &str, allowed: &[String]) -> HttpRespo
     response
 }
 
-/// The first query parameter that the route for `method path` does not take; `None` when
-/// every one is known or no route matches (that answers 404 or 405 on its own).
-pub fn unknown_query_parameter(method: &str, path: &str, query: &str) -> Option<String> {
+/// The first query parameter of `query` that `route` does not take.
+fn unknown_query_parameter(route: &Route, query: &str) -> Option<String> {
     if query.is_empty() {
         return None;
     }
-    let route = ROUTE_TABLE
-        .iter()
-        .find(|r| r.method.eq_ignore_ascii_case(method) && r.matches(path))?;
     url::form_urlencoded::parse(query.as_bytes())
         .map(|(name, _)| name)
         .find(|name| !route.query.contains(&name.as_ref()))
@@ -232,31 +222,25 @@ pub fn unknown_query_parameter(method: &str, path: &str, query: &str) -> Option<
 
 /// Before any handler: 405 for a method the path does not serve, and 400 for a query
 /// parameter its route does not take (`?tennant=` must not silently list every tenant's
-/// endpoints).
+/// endpoints). A path no route knows goes on to the default service's 404.
 pub async fn check_method_and_query<B: actix_web::body::MessageBody + 'static>(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<B>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
     use actix_web::ResponseError;
-    // On every request: the common case (a served method) allocates nothing.
-    if !serves(req.method().as_str(), req.path()) {
+    let Some(route) = route_for(req.method().as_str(), req.path()) else {
         let allowed = allowed_methods(req.path());
-        if !allowed.is_empty() {
-            let response = method_not_allowed(req.method().as_str(), req.path(), &allowed);
-            return Ok(req.into_response(response.map_into_right_body()));
+        if allowed.is_empty() {
+            return next.call(req).await.map(|r| r.map_into_left_body());
         }
-    }
-    if let Some(name) =
-        unknown_query_parameter(req.method().as_str(), req.path(), req.query_string())
-    {
-        let taken = ROUTE_TABLE
-            .iter()
-            .find(|r| r.method.eq_ignore_ascii_case(req.method().as_str()) && r.matches(req.path()))
-            .map_or(&[][..], |r| r.query);
-        let known = if taken.is_empty() {
+        let response = method_not_allowed(req.method().as_str(), req.path(), &allowed);
+        return Ok(req.into_response(response.map_into_right_body()));
+    };
+    if let Some(name) = unknown_query_parameter(route, req.query_string()) {
+        let known = if route.query.is_empty() {
             "it takes none".to_string()
         } else {
-            format!("it takes {}", taken.join(", "))
+            format!("it takes {}", route.query.join(", "))
         };
         let error = ApiError::bad_request(
             "unknown_query_parameter",
@@ -437,6 +421,9 @@ mod route_tests {
         assert!(allowed_methods("/v1/endpoints/ep_1/nothing").is_empty());
         assert_eq!(allowed_methods("/v1/events/batch"), ["POST"]);
         assert_eq!(allowed_methods("/v1/events/evt_1"), ["GET"]);
+        let unknown_query_parameter = |method, path, query| {
+            route_for(method, path).and_then(|r| super::unknown_query_parameter(r, query))
+        };
         assert_eq!(
             unknown_query_parameter("GET", "/v1/endpoints", "tennant=a").as_deref(),
             Some("tennant")

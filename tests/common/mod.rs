@@ -103,10 +103,7 @@ impl Hookd {
     }
 
     fn spawn(&mut self) {
-        // TEST_HOOKD_BIN runs these tests against another build (an older hookd, say).
-        let bin = std::env::var("TEST_HOOKD_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookd").to_string());
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(hookd_bin());
         cmd.arg("serve");
         if let Some(file) = &self.config_file {
             cmd.arg("--config").arg(file);
@@ -465,6 +462,20 @@ struct ReceiverState {
     max_concurrent: AtomicUsize,
     /// Sent as `Retry-After` with every non-2xx answer, when set.
     retry_after: Mutex<Option<String>>,
+}
+
+/// The hookd binary under test: TEST_HOOKD_BIN runs these tests against another build (an
+/// older hookd, say), else this crate's.
+pub fn hookd_bin() -> String {
+    std::env::var("TEST_HOOKD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookd").to_string())
+}
+
+/// A port on 127.0.0.1 free a moment ago (for a process that must bind it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A webhook receiver on 127.0.0.1 that records every request.
