@@ -36,6 +36,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
     pub events: EventsConfig,
+    pub operator: OperatorConfig,
     pub log: LogConfig,
 }
 
@@ -108,6 +109,21 @@ pub struct EventsConfig {
     pub schemas: PathBuf,
     pub max_payload_bytes: usize,
     pub max_batch_bytes: usize,
+}
+
+/// hookd's own events (API.md §12): endpoint and delivery transitions, ingested into `tenant`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Empty: no operator events.
+    pub tenant: String,
+}
+
+impl OperatorConfig {
+    /// The tenant operator events go to, when they are on.
+    pub fn tenant(&self) -> Option<&str> {
+        (!self.tenant.is_empty()).then_some(self.tenant.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +234,11 @@ impl Config {
         for t in &self.events.types {
             if let Err(message) = crate::model::check_identifier(t) {
                 return invalid("events.types", &format!("{t:?}: {message}"));
+            }
+        }
+        if let Some(t) = self.operator.tenant() {
+            if let Err(message) = crate::model::check_identifier(t) {
+                return invalid("operator.tenant", &format!("{t:?}: {message}"));
             }
         }
         if self.events.max_payload_bytes == 0 {

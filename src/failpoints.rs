@@ -12,3 +12,16 @@ pub fn panic_on_event_type(event_type: &str) {
         panic!("failpoint: endpoint actor panics on an attempt result for {event_type:?}");
     }
 }
+
+/// `FAILPOINT_RELAY_DELAY_MS=N`: the operator-event relay waits N ms before ingesting what it
+/// was given, widening the window in which a transition is stored and its event is not yet.
+pub fn relay_delay() -> Option<std::time::Duration> {
+    static ARMED: OnceLock<Option<u64>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            std::env::var("FAILPOINT_RELAY_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .map(std::time::Duration::from_millis)
+}

@@ -36,6 +36,7 @@ pub mod filter;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod operator;
 pub mod rules;
 pub mod schemas;
 pub mod storage;
@@ -339,12 +340,20 @@ pub async fn run(
     let tokens = tokens_of(&config, generated.as_deref());
     let schemas = load_schemas(&config).map_err(RunError::Schemas)?;
     let feed = Arc::new(stream::Feed::default());
+    let (relay, relay_opener) = match config.operator.tenant() {
+        Some(tenant) => {
+            let (relay, opener) = operator::Relay::start(store.clone(), router.clone(), tenant);
+            (Some(relay), Some(opener))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
         sender: Sender::new(config.delivery.allow_private_networks)?,
         feed: feed.clone(),
         router: router.clone(),
+        operator: relay,
     });
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -376,6 +385,9 @@ pub async fn run(
 
     let (supervisor, recovered) = dispatch::start(shared, router).await?;
     *state.supervisor.write() = Some(supervisor.clone());
+    if let Some(opener) = relay_opener {
+        opener.open();
+    }
     state.ready.store(true, Ordering::Release);
     tracing::info!(
         endpoints = recovered.endpoints,

@@ -45,14 +45,18 @@ fn metrics_count_exactly_what_happened() {
     r.wait_count(4, Duration::from_secs(10));
     let mut text = String::new();
     // A result is counted when decided and leaves the queue once stored: wait for both.
-    wait_until(Duration::from_secs(5), "three succeeded deliveries, stored", || {
-        text = scrape(&h);
-        value(
-            &text,
-            &format!("hookd_deliveries_total{{endpoint=\"{ep}\",outcome=\"succeeded\"}}"),
-        ) == 3.0
-            && value(&text, &format!("hookd_queue_depth{{endpoint=\"{ep}\"}}")) == 0.0
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "three succeeded deliveries, stored",
+        || {
+            text = scrape(&h);
+            value(
+                &text,
+                &format!("hookd_deliveries_total{{endpoint=\"{ep}\",outcome=\"succeeded\"}}"),
+            ) == 3.0
+                && value(&text, &format!("hookd_queue_depth{{endpoint=\"{ep}\"}}")) == 0.0
+        },
+    );
     for family in [
         "hookd_events_ingested_total",
         "hookd_deliveries_total",

@@ -135,7 +135,12 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
         if let Err(m) = check_identifier(t) {
             return fail(&format!("event_types[{i}]"), m);
         }
-        if !catalogue.is_empty() && !catalogue.contains(t) {
+        // hookd's own types are outside the catalogue, for the operator tenant's endpoints.
+        let operator_type = config.operator.tenant() == Some(spec.tenant.as_str())
+            && crate::operator::OperatorEventType::ALL
+                .iter()
+                .any(|o| o.name() == t);
+        if !catalogue.is_empty() && !catalogue.contains(t) && !operator_type {
             return fail(
                 &format!("event_types[{i}]"),
                 format!("{t:?} is not in the event catalogue (events.types)"),

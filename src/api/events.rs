@@ -13,11 +13,9 @@ use super::views::{
 use super::auth::Scope;
 use super::{parse_json, parse_query, read_json_body, ApiError, AppState};
 use crate::canonical;
+use crate::dispatch::Incoming;
 use crate::metrics::METRICS;
-use crate::model::{
-    check_identifier, now_millis, rfc3339, Delivery, DeliveryId, DeliveryRef, DeliveryStatus,
-    Event, EventKey, Sequenced, UnixMillis,
-};
+use crate::model::{check_identifier, now_millis, rfc3339, DeliveryId, UnixMillis};
 use crate::storage::{IngestOutcome, NewEvent};
 
 /// Most events in one batch request.
@@ -124,8 +122,6 @@ fn prepare(
             body.len()
         )));
     }
-    let payload =
-        RawValue::from_string(body).map_err(|e| ApiError::invalid(&name("payload"), e))?;
     let expires_at = match &input.expires_at {
         Some(at) => Some(
             crate::rules::rfc3339_millis(at)
@@ -136,60 +132,17 @@ fn prepare(
     if let Some(k) = &input.ordering_key {
         check_identifier(k).map_err(|m| ApiError::invalid(&name("ordering_key"), m))?;
     }
-    let key = EventKey::new();
-    let deliveries: Vec<Delivery> = state
-        .router
-        .route(&input.tenant, &input.event_type, &input.payload)
-        .into_iter()
-        .map(|route| Delivery {
-            id: DeliveryId::new(),
-            endpoint_id: route.id,
-            event_key: key,
-            event_id: id.clone(),
-            event_type: input.event_type.clone(),
-            tenant: input.tenant.clone(),
-            status: DeliveryStatus::Pending,
-            attempts: 0,
-            retries_used: 0,
-            next_attempt_at: Some(now),
-            created_at: now,
-            updated_at: now,
-            // The earlier of the event's own deadline and the endpoint's ttl.
-            expires_at: route
-                .ttl
-                .map(|t| now.saturating_add(t.as_millis().min(i64::MAX as u128) as i64))
-                .into_iter()
-                .chain(expires_at)
-                .min(),
-            // Its sequence number is given when the commit thread stores it.
-            ordering: input
-                .ordering_key
-                .as_ref()
-                .filter(|_| route.ordered)
-                .map(|key| Sequenced {
-                    key: key.clone(),
-                    seq: 0,
-                    released: false,
-                }),
-            test: false,
-        })
-        .collect();
-    let event = Event {
-        key,
+    let incoming = Incoming {
         id,
         tenant: input.tenant,
         event_type: input.event_type,
-        received_at: now,
-        deliveries: deliveries
-            .iter()
-            .map(|d| DeliveryRef {
-                id: d.id,
-                endpoint_id: d.endpoint_id,
-            })
-            .collect(),
-        payload,
+        expires_at,
+        ordering_key: input.ordering_key,
     };
-    Ok(NewEvent { event, deliveries })
+    state
+        .router
+        .fan_out(incoming, &input.payload, body, now)
+        .map_err(|e| ApiError::invalid(&name("payload"), e))
 }
 
 fn ingested(id: String, outcome: IngestOutcome) -> Ingested {

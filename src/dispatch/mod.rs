@@ -38,7 +38,10 @@ pub use supervisor::{
 
 use crate::config::Config;
 use crate::delivery::Sender;
-use crate::model::{EndpointId, EndpointSpec};
+use crate::model::{
+    Delivery, DeliveryId, DeliveryRef, DeliveryStatus, EndpointId, EndpointSpec, Event, EventKey,
+    Sequenced, UnixMillis,
+};
 use crate::storage::{Loaded, NewEvent, StorageError, Store};
 
 /// What every actor needs; shared, never mutated.
@@ -51,6 +54,16 @@ pub struct Shared {
     /// For an actor's own changes to its endpoint record (pausing itself), which go through
     /// the supervisor like every endpoint change.
     pub router: Arc<Router>,
+    /// Where transitions' operator events go once written; none when `[operator] tenant` is
+    /// empty.
+    pub operator: Option<crate::operator::Relay>,
+}
+
+impl Shared {
+    /// The relay, if endpoints of `tenant` produce operator events.
+    pub fn reporter(&self, tenant: &str) -> Option<&crate::operator::Relay> {
+        self.operator.as_ref().filter(|r| r.tenant() != tenant)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +83,16 @@ struct Route {
     spec: Arc<EndpointSpec>,
     /// The spec's filter, parsed once here rather than at every fan-out.
     filter: Option<crate::filter::Filter>,
+}
+
+/// A validated event on its way to storage, before routing gives it its deliveries.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub id: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub expires_at: Option<UnixMillis>,
+    pub ordering_key: Option<String>,
 }
 
 /// One endpoint an event goes to, with the settings its delivery is created under.
@@ -161,6 +184,77 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// `incoming` with one pending delivery, due `now`, per endpoint [`Router::route`]
+    /// gives it. `body` is `payload` as stored and sent (canonical JSON); it fails only if it
+    /// is not JSON.
+    pub fn fan_out(
+        &self,
+        incoming: Incoming,
+        payload: &serde_json::Map<String, serde_json::Value>,
+        body: String,
+        now: UnixMillis,
+    ) -> Result<NewEvent, serde_json::Error> {
+        let payload_raw = serde_json::value::RawValue::from_string(body)?;
+        let Incoming {
+            id,
+            tenant,
+            event_type,
+            expires_at,
+            ordering_key,
+        } = incoming;
+        let key = EventKey::new();
+        let deliveries: Vec<Delivery> =
+            self.route(&tenant, &event_type, payload)
+                .into_iter()
+                .map(|route| Delivery {
+                    id: DeliveryId::new(),
+                    endpoint_id: route.id,
+                    event_key: key,
+                    event_id: id.clone(),
+                    event_type: event_type.clone(),
+                    tenant: tenant.clone(),
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    retries_used: 0,
+                    next_attempt_at: Some(now),
+                    created_at: now,
+                    updated_at: now,
+                    // The earlier of the event's own deadline and the endpoint's ttl.
+                    expires_at: route
+                        .ttl
+                        .map(|t| now.saturating_add(t.as_millis().min(i64::MAX as u128) as i64))
+                        .into_iter()
+                        .chain(expires_at)
+                        .min(),
+                    // Its sequence number is given when the commit thread stores it.
+                    ordering: ordering_key.as_ref().filter(|_| route.ordered).map(|key| {
+                        Sequenced {
+                            key: key.clone(),
+                            seq: 0,
+                            released: false,
+                        }
+                    }),
+                    test: false,
+                })
+                .collect();
+        let event = Event {
+            key,
+            id,
+            tenant,
+            event_type,
+            received_at: now,
+            deliveries: deliveries
+                .iter()
+                .map(|d| DeliveryRef {
+                    id: d.id,
+                    endpoint_id: d.endpoint_id,
+                })
+                .collect(),
+            payload: payload_raw,
+        };
+        Ok(NewEvent { event, deliveries })
     }
 
     pub fn actors(&self) -> Vec<Addr<EndpointActor>> {

@@ -19,6 +19,7 @@ use crate::model::{
     now_millis, DeliveryId, Endpoint, EndpointId, EndpointSpec, EndpointStats, EndpointStatus,
     Secret, SigningSecret, UnixMillis,
 };
+use crate::operator::OperatorEvent;
 use crate::storage::StorageError;
 
 /// Events one prune job looks at; bounded so the results behind it never wait long.
@@ -305,17 +306,38 @@ impl Handler<ChangeEndpoint> for Supervisor {
     fn handle(&mut self, msg: ChangeEndpoint, _: &mut Context<Self>) -> Self::Result {
         let store = self.shared.store.clone();
         let id = msg.id;
+        let shared = self.shared.clone();
         let write = async move {
             store
                 .call(move |s| {
                     let Some(mut endpoint) = s.get_endpoint(id)? else {
                         return Ok(Err(EndpointChangeError::NotFound(id)));
                     };
+                    let was = endpoint.status;
                     if let Err(e) = (msg.change)(&mut endpoint) {
                         return Ok(Err(e));
                     }
                     endpoint.updated_at = now_millis();
-                    s.put_endpoint(&endpoint)?;
+                    // A pause is reported in the write that stores it.
+                    let reported: Vec<_> = match endpoint.paused_reason_shown() {
+                        Some(reason) if was == EndpointStatus::Active => shared
+                            .reporter(&endpoint.spec.tenant)
+                            .map(|_| {
+                                OperatorEvent::endpoint_paused(
+                                    id,
+                                    &endpoint.spec.tenant,
+                                    reason,
+                                    endpoint.updated_at,
+                                )
+                            })
+                            .into_iter()
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    s.put_endpoint_reporting(&endpoint, &reported)?;
+                    if let Some(relay) = &shared.operator {
+                        relay.submit(reported);
+                    }
                     Ok(Ok(endpoint))
                 })
                 .await

@@ -31,7 +31,11 @@ pub const CF_SEQUENCES: &str = "sequences";
 /// delivery, so the endpoint's actor knows each key's head after a restart.
 pub const CF_KEY_PENDING: &str = "key_pending";
 
-pub const ALL_CFS: [&str; 11] = [
+/// Operator event id → `OperatorEvent` (JSON): written with the transition it reports, removed
+/// once the event is ingested (see [`crate::operator`]).
+pub const CF_OUTBOX: &str = "outbox";
+
+pub const ALL_CFS: [&str; 12] = [
     CF_ENDPOINTS,
     CF_EVENTS,
     CF_DELIVERIES,
@@ -43,6 +47,7 @@ pub const ALL_CFS: [&str; 11] = [
     CF_META,
     CF_SEQUENCES,
     CF_KEY_PENDING,
+    CF_OUTBOX,
 ];
 
 /// Every key of `endpoint` in a column family keyed by endpoint id first: [from, to).

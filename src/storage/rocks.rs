@@ -22,6 +22,7 @@ use crate::model::{
     Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EndpointStats, Event,
     EventKey, UnixMillis,
 };
+use crate::operator::OperatorEvent;
 
 /// Cheap to clone; every clone shares one database, one commit thread and one results writer.
 #[derive(Clone)]
@@ -318,13 +319,56 @@ impl Store {
 
     /// Endpoint changes are rare and must survive power loss: always fsync'd.
     pub fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StorageError> {
+        self.put_endpoint_reporting(endpoint, &[])
+    }
+
+    /// [`Store::put_endpoint`], with the operator events that report the change in the same
+    /// write.
+    pub fn put_endpoint_reporting(
+        &self,
+        endpoint: &Endpoint,
+        outbox: &[OperatorEvent],
+    ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(
             self.cf(CF_ENDPOINTS),
             endpoint_key(endpoint.id),
             encode(endpoint)?,
         );
+        for e in outbox {
+            self.stage_outbox(&mut batch, e)?;
+        }
         self.write(batch, true, StorageOp::Endpoint)
+    }
+
+    // --- operator outbox -------------------------------------------------------------------
+
+    pub(super) fn stage_outbox(
+        &self,
+        batch: &mut WriteBatch,
+        event: &OperatorEvent,
+    ) -> Result<(), StorageError> {
+        batch.put_cf(self.cf(CF_OUTBOX), event.id.as_bytes(), encode(event)?);
+        Ok(())
+    }
+
+    /// Operator events written but not yet known to be ingested.
+    pub fn outbox(&self) -> Result<Vec<OperatorEvent>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(decode(CF_OUTBOX, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Their events are ingested. No fsync: a record that comes back is a duplicate by id.
+    pub fn delete_outbox(&self, ids: &[String]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for id in ids {
+            batch.delete_cf(self.cf(CF_OUTBOX), id.as_bytes());
+        }
+        self.write(batch, false, StorageOp::Ordered)
     }
 
     pub fn delete_endpoint(&self, id: EndpointId) -> Result<(), StorageError> {
@@ -455,6 +499,7 @@ impl Store {
         &self,
         updates: Vec<DeliveryUpdate>,
         stats: Option<(EndpointId, EndpointStats)>,
+        outbox: Vec<OperatorEvent>,
     ) -> impl std::future::Future<Output = Result<(), StorageError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let queued = self
@@ -462,6 +507,7 @@ impl Store {
             .send(WriterJob::Results(ResultsJob {
                 updates,
                 stats,
+                outbox,
                 reply,
             }))
             .map_err(|_| StorageError::Closed);

@@ -33,6 +33,7 @@ use super::rocks::{encode, shared_failure, Store};
 use super::{HandOver, IngestOutcome, NewEvent, StorageError, StorageOp};
 use crate::metrics::METRICS;
 use crate::model::{EndpointId, EndpointStats};
+use crate::operator::OperatorEvent;
 
 /// Most events the group-commit thread folds into one write.
 const MAX_EVENTS_PER_COMMIT: usize = 8192;
@@ -49,6 +50,8 @@ pub(super) struct CommitJob {
 pub(super) struct ResultsJob {
     pub updates: Vec<super::DeliveryUpdate>,
     pub stats: Option<(EndpointId, EndpointStats)>,
+    /// Operator events reporting the transitions these results and stats store.
+    pub outbox: Vec<OperatorEvent>,
     pub reply: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -107,6 +110,9 @@ fn write_results(store: &Store, jobs: &mut Vec<ResultsJob>) {
         if let Some((id, s)) = &job.stats {
             stats.insert(*id, s);
         }
+        job.outbox
+            .iter()
+            .try_for_each(|e| store.stage_outbox(&mut batch, e))?;
         job.updates.iter().try_for_each(|u| {
             ordered.stage_delivery_update(&mut batch, &u.delivery, u.attempt.as_ref(), u.old_due)
         })

@@ -12,6 +12,7 @@ use crate::dispatch::queue::Class;
 use crate::dispatch::retry::{self, EndpointSettings, Next, Outcome, Overrides};
 use crate::dispatch::Shared;
 use crate::model::{now_millis, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event, UnixMillis};
+use crate::operator::OperatorEvent;
 use crate::storage::{DeliveryUpdate, Loaded};
 use crate::stream::{AttemptLine, Line};
 
@@ -77,10 +78,31 @@ impl EndpointActor {
             self.last_error = report.outcome.error();
         }
         self.recent.record(success, now);
+        let failing_since = self.circuit.failing_since;
         let (circuit, transition) =
             self.circuit
                 .after_attempt(probe, success, report.retry_after, now);
         self.circuit = circuit;
+        let endpoint = self.endpoint.id;
+        match transition {
+            Transition::Opened => {
+                let error = report.outcome.error().unwrap_or_default();
+                self.report(|tenant| {
+                    OperatorEvent::endpoint_failing(
+                        endpoint,
+                        tenant,
+                        circuit.failing_since.unwrap_or(now),
+                        circuit.consecutive_failures,
+                        &error,
+                    )
+                });
+            }
+            Transition::Closed { open_for_ms } => self.report(|tenant| {
+                let since = failing_since.unwrap_or(now - open_for_ms);
+                OperatorEvent::endpoint_recovered(endpoint, tenant, since, now)
+            }),
+            Transition::Unchanged | Transition::ProbeFailed => {}
+        }
         match transition {
             Transition::Opened => {
                 // The first failed probe is logged, then one a minute.
@@ -207,6 +229,13 @@ impl EndpointActor {
         self.note_final(delivery.status, 1);
         let error = attempt.error.as_deref().unwrap_or("");
         match delivery.status {
+            DeliveryStatus::Failed => {
+                self.report(|_| OperatorEvent::delivery_failed(&delivery, error))
+            }
+            DeliveryStatus::Expired => self.report(|_| OperatorEvent::delivery_expired(&delivery)),
+            _ => {}
+        }
+        match delivery.status {
             DeliveryStatus::Succeeded => tracing::debug!(
                 delivery = %id, endpoint = %delivery.endpoint_id, attempt = n,
                 ms = attempt.duration_ms, "delivered"
@@ -258,8 +287,13 @@ impl EndpointActor {
             old_due,
         };
         // Queued now, so the stats it carries are stored after those queued before.
-        let write = self.shared.store.write_results(vec![update], stats);
+        let reported = std::mem::take(&mut self.outbox);
+        let write = self
+            .shared
+            .store
+            .write_results(vec![update], stats, reported.clone());
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
+            act.submit_reported(reported);
             // On a failed write the stored state still says pending at the old due time, so a
             // restart retries it; in this process it goes on as computed.
             let stored = match &written {
@@ -322,6 +356,7 @@ impl EndpointActor {
         delivery.next_attempt_at = None;
         delivery.updated_at = now;
         self.note_final(DeliveryStatus::Expired, 1);
+        self.report(|_| OperatorEvent::delivery_expired(&delivery));
         tracing::info!(
             delivery = %id, endpoint = %delivery.endpoint_id, attempts = delivery.attempts,
             "delivery expired before its turn"
@@ -334,8 +369,13 @@ impl EndpointActor {
             old_due,
         };
         let stats = (!self.deleting).then(|| self.stats_snapshot());
-        let write = self.shared.store.write_results(vec![update], stats);
+        let reported = std::mem::take(&mut self.outbox);
+        let write = self
+            .shared
+            .store
+            .write_results(vec![update], stats, reported.clone());
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
+            act.submit_reported(reported);
             let requeue = act.unsettled.remove(&id).is_some_and(|u| u.requeue);
             if let Some((key, seq)) = &turn {
                 act.turn_done(key, *seq, written.is_ok());

@@ -127,6 +127,9 @@ pub struct EndpointActor {
     turns: KeyTurns,
     /// Ordered deliveries picked before their turn, by (key, sequence).
     parked: FxHashMap<(String, u64), Parked>,
+    /// Operator events for transitions decided since the last write, which the next write
+    /// of the stats (or of the delivery they concern) carries.
+    outbox: Vec<crate::operator::OperatorEvent>,
     /// Stats-only writes not yet stored; shutdown waits for them.
     stats_writes: usize,
     /// Set by [`Delete`]: cancel what is left, then stop once nothing is in flight.
@@ -185,6 +188,7 @@ impl EndpointActor {
             bucket,
             turns: KeyTurns::restore(keys),
             parked: FxHashMap::default(),
+            outbox: Vec::new(),
             stats_writes: 0,
             deleting: false,
             cancelling: false,
@@ -571,12 +575,15 @@ impl EndpointActor {
             return;
         }
         self.stats_writes += 1;
-        let write = self
-            .shared
-            .store
-            .write_results(Vec::new(), Some(self.stats_snapshot()));
+        let reported = std::mem::take(&mut self.outbox);
+        let write = self.shared.store.write_results(
+            Vec::new(),
+            Some(self.stats_snapshot()),
+            reported.clone(),
+        );
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             act.stats_writes -= 1;
+            act.submit_reported(reported);
             if let Err(e) = written {
                 tracing::error!(endpoint = %act.endpoint.id, error = %e, "cannot store endpoint stats");
             }
@@ -584,6 +591,22 @@ impl EndpointActor {
                 act.pump(ctx);
             }
         }));
+    }
+
+    /// An operator event for a transition just decided, if this endpoint reports them; the
+    /// next write of its stats or delivery stores it with the transition.
+    fn report(&mut self, event: impl FnOnce(&str) -> crate::operator::OperatorEvent) {
+        if !self.deleting && self.shared.reporter(&self.endpoint.spec.tenant).is_some() {
+            self.outbox.push(event(&self.endpoint.spec.tenant));
+        }
+    }
+
+    /// The events a write carried, once it is done. A failed write still hands them over:
+    /// this process goes on as if the transition were stored, so its event is not withheld.
+    fn submit_reported(&self, reported: Vec<crate::operator::OperatorEvent>) {
+        if let Some(relay) = &self.shared.operator {
+            relay.submit(reported);
+        }
     }
 
     /// The stats with the circuit's stored part, for the results writer.
