@@ -99,6 +99,8 @@ pub struct DeliveryConfig {
     pub pause_after: Duration,
     pub allow_http: bool,
     pub allow_private_networks: bool,
+    /// A PEM bundle trusted besides the system's roots; empty: none.
+    pub ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +111,13 @@ pub struct EventsConfig {
     pub schemas: PathBuf,
     pub max_payload_bytes: usize,
     pub max_batch_bytes: usize,
+}
+
+impl DeliveryConfig {
+    /// `ca_file`, when set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        (!self.ca_file.as_os_str().is_empty()).then_some(self.ca_file.as_path())
+    }
 }
 
 /// hookd's own events (API.md §12): endpoint and delivery transitions, ingested into `tenant`.

@@ -66,8 +66,8 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
-    #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] delivery::SenderError),
     #[error("HTTP server: {0}")]
     Server(#[from] std::io::Error),
     #[error("{0}")]
@@ -350,7 +350,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
-        sender: Sender::new(config.delivery.allow_private_networks)?,
+        sender: Sender::new(&config.delivery)?,
         feed: feed.clone(),
         router: router.clone(),
         operator: relay,

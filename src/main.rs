@@ -105,6 +105,11 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(c) => {
+                // The CA bundle is read as `serve` would read it.
+                if let Err(e) = hookd::delivery::tls::base_roots(c.delivery.ca_file()) {
+                    eprintln!("hookd: {e}");
+                    return ExitCode::FAILURE;
+                }
                 print!("{}", c.to_masked_toml());
                 ExitCode::SUCCESS
             }

@@ -254,6 +254,57 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::rules::FilterSchema>)]
     pub filter: Option<serde_json::Value>,
+    /// An extra CA and a client certificate for this endpoint's connections (API.md §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EndpointTls>,
+}
+
+/// Endpoint setting `tls`: PEM texts. `client_key` is write-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointTls {
+    /// Certificates trusted for this endpoint besides the system's and `delivery.ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// The client certificate chain presented to the receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// Its private key; shown as `***`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub client_key: Option<WriteOnly>,
+}
+
+/// A write-only setting (a private key, a client secret): stored as given, but Debug and
+/// Display print `***`, so no log line or error can carry it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WriteOnly(String);
+
+impl WriteOnly {
+    /// What a view shows instead of the value, and what a PATCH may send back to keep it.
+    pub const MASK: &'static str = "***";
+
+    pub fn new(value: String) -> WriteOnly {
+        WriteOnly(value)
+    }
+
+    /// The value itself; only the code that uses it (TLS, token requests) calls this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WriteOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::MASK)
+    }
+}
+
+impl fmt::Display for WriteOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::MASK)
+    }
 }
 
 /// A JSON number that is a whole number fitting u32: `8` or `8.0` (JSON Schema calls both

@@ -22,7 +22,7 @@ use crate::dispatch::{
 };
 use crate::model::{
     check_identifier, now_millis, rfc3339, DeliveryId, DeliveryStatus, Endpoint, EndpointId,
-    EndpointSpec, EndpointStatus, Secret, SigningSecret,
+    EndpointSpec, EndpointStatus, Secret, SigningSecret, WriteOnly,
 };
 
 const MAX_BODY: usize = 64 * 1024;
@@ -205,8 +205,32 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
             }
         }
     }
+    if let Some(tls) = &spec.tls {
+        let too_long = [
+            ("tls.ca", tls.ca.as_deref()),
+            ("tls.client_cert", tls.client_cert.as_deref()),
+            (
+                "tls.client_key",
+                tls.client_key.as_ref().map(|k| k.expose()),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.is_some_and(|v| v.len() > MAX_PEM_BYTES));
+        if let Some((field, _)) = too_long {
+            return fail(field, format!("longer than {MAX_PEM_BYTES} bytes"));
+        }
+        crate::delivery::tls::check(tls).map_err(|e| match e {
+            crate::delivery::tls::TlsError::Invalid { field, message } => {
+                FieldError(field, message)
+            }
+            other => FieldError("tls".into(), other.to_string()),
+        })?;
+    }
     Ok(())
 }
+
+/// Largest PEM text of one `tls` field (a chain of a few certificates fits easily).
+const MAX_PEM_BYTES: usize = 64 * 1024;
 
 fn check_header_name(field: &str, name: &str) -> Result<(), FieldError> {
     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -613,6 +637,7 @@ pub async fn patch(
                 if value.is_null() {
                     merged.remove(&key);
                 } else {
+                    let value = keep_masked(&key, value, merged.get(&key));
                     merged.insert(key, value);
                 }
             }
@@ -629,6 +654,26 @@ pub async fn patch(
         "operator: endpoint updated"
     );
     Ok(HttpResponse::Ok().json(EndpointView::of(&endpoint, &state.config)))
+}
+
+/// A write-only value sent back as `***` (a view round-tripped into a PATCH) keeps the
+/// stored one.
+fn keep_masked(key: &str, mut value: Value, stored: Option<&Value>) -> Value {
+    let write_only: &[&str] = match key {
+        "tls" => &["client_key"],
+        _ => &[],
+    };
+    if let (Some(new), Some(Value::Object(old))) = (value.as_object_mut(), stored) {
+        for field in write_only {
+            if new.get(*field).and_then(Value::as_str) == Some(WriteOnly::MASK) {
+                match old.get(*field) {
+                    Some(v) => new.insert(field.to_string(), v.clone()),
+                    None => new.remove(*field),
+                };
+            }
+        }
+    }
+    value
 }
 
 /// Deletes the endpoint; its pending deliveries end `cancelled`.
@@ -766,6 +811,7 @@ const PATCHABLE: &[&str] = &[
     "ttl",
     "ordering",
     "filter",
+    "tls",
 ];
 
 #[cfg(test)]

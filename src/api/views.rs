@@ -14,6 +14,7 @@ use crate::config::{Config, HumanDuration};
 use crate::dispatch::retry::EndpointSettings;
 use crate::model::{
     rfc3339, Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Ordering, RateLimit,
+    WriteOnly,
 };
 
 /// The error object every failure answers with.
@@ -53,6 +54,8 @@ pub struct EndpointView {
     pub ordering: Ordering,
     #[schema(value_type = Option<crate::rules::FilterSchema>)]
     pub filter: Option<Value>,
+    /// The endpoint's CA and client certificate; `client_key` shows as `***`.
+    pub tls: Option<TlsView>,
     pub status: EndpointStatus,
     /// Why it is paused: `operator`, `gone` (the receiver answered 410) or
     /// `failing_too_long` (`delivery.pause_after`); null when active.
@@ -90,12 +93,25 @@ impl EndpointView {
             ttl: endpoint.spec.ttl,
             ordering: endpoint.spec.ordering.unwrap_or_default(),
             filter: endpoint.spec.filter.clone(),
+            tls: endpoint.spec.tls.as_ref().map(|t| TlsView {
+                ca: t.ca.clone(),
+                client_cert: t.client_cert.clone(),
+                client_key: t.client_key.as_ref().map(|_| WriteOnly::MASK),
+            }),
             status: endpoint.status,
             paused_reason: endpoint.paused_reason_shown(),
             created_at: rfc3339(endpoint.created_at),
             updated_at: rfc3339(endpoint.updated_at),
         }
     }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TlsView {
+    pub ca: Option<String>,
+    pub client_cert: Option<String>,
+    /// `***` when set.
+    pub client_key: Option<&'static str>,
 }
 
 /// `POST /v1/endpoints`: the endpoint and, this once, its signing secret.

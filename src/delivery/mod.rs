@@ -4,6 +4,7 @@
 
 pub mod guard;
 pub mod signing;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -129,20 +130,62 @@ pub struct WebhookRequest<'a> {
     pub ordering: Option<(&'a str, u64)>,
 }
 
-/// The one HTTP client of the process; cheap to clone.
+/// The HTTP clients of the process, one per TLS identity ([`tls::identity`]); cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    inner: std::sync::Arc<SenderInner>,
+}
+
+struct SenderInner {
     allow_private_networks: bool,
+    /// The system's roots and `delivery.ca_file`, which every identity starts from.
+    roots: rustls::RootCertStore,
+    clients: parking_lot::Mutex<std::collections::HashMap<[u8; 32], reqwest::Client>>,
+}
+
+/// Distinct identities kept; beyond it the cache starts over (endpoints keep their clients).
+const MAX_CLIENTS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 impl Sender {
     /// Unless `allow_private_networks`, every connection goes through the SSRF guard. Proxy
     /// settings from the environment are ignored: a proxy would connect on hookd's behalf,
     /// out of the guard's sight.
-    pub fn new(allow_private_networks: bool) -> Result<Sender, reqwest::Error> {
-        let mut builder = reqwest::Client::builder().no_proxy();
-        if !allow_private_networks {
+    pub fn new(config: &crate::config::DeliveryConfig) -> Result<Sender, SenderError> {
+        let roots = tls::base_roots(config.ca_file())?;
+        let sender = Sender {
+            inner: std::sync::Arc::new(SenderInner {
+                allow_private_networks: config.allow_private_networks,
+                roots,
+                clients: Default::default(),
+            }),
+        };
+        // The shared identity is built now, so a start-up problem shows at start-up.
+        sender.client_for(None)?;
+        Ok(sender)
+    }
+
+    /// The client for an endpoint's `tls` (shared with every endpoint of the same identity).
+    pub fn client_for(
+        &self,
+        endpoint_tls: Option<&crate::model::EndpointTls>,
+    ) -> Result<reqwest::Client, SenderError> {
+        let key = tls::identity(endpoint_tls);
+        if let Some(c) = self.inner.clients.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let config = tls::client_config(&self.inner.roots, endpoint_tls)?;
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .use_preconfigured_tls(config);
+        if !self.inner.allow_private_networks {
             builder = builder.dns_resolver(std::sync::Arc::new(guard::GuardedResolver));
         }
         let client = builder
@@ -152,10 +195,12 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Sender {
-            client,
-            allow_private_networks,
-        })
+        let mut clients = self.inner.clients.lock();
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     pub fn headers(req: &WebhookRequest<'_>) -> HeaderMap {
@@ -206,9 +251,9 @@ impl Sender {
     }
 
     /// Sends one attempt; never fails, every problem is an [`AttemptOutcome`].
-    pub async fn send(&self, req: WebhookRequest<'_>) -> AttemptReport {
+    pub async fn send(&self, client: &reqwest::Client, req: WebhookRequest<'_>) -> AttemptReport {
         let started = Instant::now();
-        if !self.allow_private_networks {
+        if !self.inner.allow_private_networks {
             if let Err(blocked) = guard::check_url(req.url) {
                 return AttemptReport {
                     outcome: AttemptOutcome::Blocked(blocked),
@@ -220,8 +265,7 @@ impl Sender {
         }
         let headers = Self::headers(&req);
         let body = req.body.clone();
-        let result = self
-            .client
+        let result = client
             .post(req.url.clone())
             .headers(headers)
             .timeout(req.timeout)

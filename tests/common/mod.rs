@@ -491,6 +491,21 @@ impl Receiver {
     }
 
     pub fn with(default_status: u16, script: &[u16], delay: Duration) -> Receiver {
+        Self::serve(default_status, script, delay, None)
+    }
+
+    /// An https receiver answering 200 with `tls` (its certificate, and whom it asks for a
+    /// client certificate).
+    pub fn tls(tls: rustls::ServerConfig) -> Receiver {
+        Self::serve(200, &[], Duration::ZERO, Some(tls))
+    }
+
+    fn serve(
+        default_status: u16,
+        script: &[u16],
+        delay: Duration,
+        tls: Option<rustls::ServerConfig>,
+    ) -> Receiver {
         let state = Arc::new(ReceiverState::default());
         state.default_status.store(default_status, Ordering::SeqCst);
         state
@@ -498,7 +513,8 @@ impl Receiver {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
         state.script.lock().unwrap().extend(script.iter().copied());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();
         let server_state = state.clone();
         std::thread::spawn(move || {
@@ -512,8 +528,11 @@ impl Receiver {
                 })
                 .workers(1)
                 .max_connections(10_000)
-                .disable_signals()
-                .listen(listener)
+                .disable_signals();
+                let server = match tls {
+                    Some(config) => server.listen_rustls_0_23(listener, config),
+                    None => server.listen(listener),
+                }
                 .unwrap()
                 .run();
                 tx.send(server.handle()).unwrap();

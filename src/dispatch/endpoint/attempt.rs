@@ -43,9 +43,13 @@ impl EndpointActor {
         let shared = self.shared.clone();
         let endpoint = self.endpoint.clone();
         let settings = self.settings.clone();
+        let client = self.client.clone();
         let attempt = async move {
             let at = now_millis();
-            let report = send(&shared, &endpoint, &settings, &delivery, &event, at).await;
+            let report = send(
+                &shared, &client, &endpoint, &settings, &delivery, &event, at,
+            )
+            .await;
             (delivery, report, at)
         };
         ctx.spawn(
@@ -399,39 +403,46 @@ impl EndpointActor {
 
 pub(super) async fn send(
     shared: &Shared,
+    client: &Result<reqwest::Client, String>,
     endpoint: &Endpoint,
     settings: &EndpointSettings,
     delivery: &Delivery,
     event: &Event,
     at: UnixMillis,
 ) -> AttemptReport {
+    let unusable = |what: String| AttemptReport {
+        outcome: AttemptOutcome::Other(what),
+        duration: Duration::ZERO,
+        response_body: None,
+        retry_after: None,
+    };
     let url = match &settings.url {
         Ok(url) => url,
-        Err(e) => {
-            return AttemptReport {
-                outcome: AttemptOutcome::Other(format!("invalid url: {e}")),
-                duration: Duration::ZERO,
-                response_body: None,
-                retry_after: None,
-            }
-        }
+        Err(e) => return unusable(format!("invalid url: {e}")),
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(e) => return unusable(format!("invalid tls: {e}")),
     };
     let body = bytes::Bytes::copy_from_slice(event.payload.get().as_bytes());
     shared
         .sender
-        .send(WebhookRequest {
-            url,
-            signature_header: &settings.signature_header,
-            secrets: endpoint.signing_secrets(at).collect(),
-            event_id: &delivery.event_id,
-            event_type: &delivery.event_type,
-            attempt: delivery.attempts + 1,
-            body,
-            static_headers: endpoint.spec.headers.as_ref(),
-            timeout: settings.timeout,
-            // Receivers compare it with their own wall clock, not with hookd's.
-            timestamp: crate::clock::wall_millis() / 1000,
-            ordering: delivery.ordering.as_ref().map(|o| (o.key.as_str(), o.seq)),
-        })
+        .send(
+            client,
+            WebhookRequest {
+                url,
+                signature_header: &settings.signature_header,
+                secrets: endpoint.signing_secrets(at).collect(),
+                event_id: &delivery.event_id,
+                event_type: &delivery.event_type,
+                attempt: delivery.attempts + 1,
+                body,
+                static_headers: endpoint.spec.headers.as_ref(),
+                timeout: settings.timeout,
+                // Receivers compare it with their own wall clock, not with hookd's.
+                timestamp: crate::clock::wall_millis() / 1000,
+                ordering: delivery.ordering.as_ref().map(|o| (o.key.as_str(), o.seq)),
+            },
+        )
         .await
 }

@@ -91,6 +91,11 @@ impl Handler<Reconfigure> for EndpointActor {
             (_, None) => None,
         };
         self.settings = EndpointSettings::resolve(&msg.0.spec, &self.shared.config.delivery);
+        // A changed `tls` is used from the next attempt on; attempts under way finish on the
+        // connection they have.
+        if msg.0.spec.tls != self.endpoint.spec.tls {
+            self.client = super::client_of(&self.shared, &msg.0);
+        }
         // The stored record now says what this actor decided (or an operator overruled it).
         self.pausing = None;
         self.endpoint = msg.0;

@@ -92,6 +92,9 @@ pub struct EndpointActor {
     endpoint: Arc<Endpoint>,
     metrics: EndpointMetrics,
     settings: EndpointSettings,
+    /// The HTTP client of the endpoint's TLS identity; an error for a stored `tls` this
+    /// hookd cannot use (each attempt then fails saying so).
+    client: Result<reqwest::Client, String>,
     shared: Arc<Shared>,
     queue: PendingQueue,
     /// The last ingest commit whose deliveries for this endpoint have arrived.
@@ -144,6 +147,17 @@ pub struct EndpointActor {
     timer: Option<(UnixMillis, SpawnHandle)>,
 }
 
+/// The client an endpoint's attempts go out on, by its `tls` setting.
+pub(super) fn client_of(shared: &Shared, endpoint: &Endpoint) -> Result<reqwest::Client, String> {
+    shared
+        .sender
+        .client_for(endpoint.spec.tls.as_ref())
+        .map_err(|e| {
+            tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint tls is unusable");
+            e.to_string()
+        })
+}
+
 impl EndpointActor {
     /// `handed_over`: the last ingest commit whose deliveries are in storage for `queue` to
     /// find (every commit before this process started); `keys`: each ordering key's lowest
@@ -166,10 +180,12 @@ impl EndpointActor {
                 Some(stored) => TokenBucket::restore(limit, stored, now),
                 None => TokenBucket::full(limit, now),
             });
+        let client = client_of(&shared, &endpoint);
         let mut actor = EndpointActor {
             metrics: EndpointMetrics::new(&endpoint.id.to_string()),
             endpoint,
             settings,
+            client,
             shared,
             queue,
             handed_over,

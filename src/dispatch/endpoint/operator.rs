@@ -230,9 +230,15 @@ impl Handler<SendTest> for EndpointActor {
         self.tests_in_flight += 1;
         let shared = self.shared.clone();
         let settings = self.settings.clone();
+        let client = self.client.clone();
         let send = {
             let (delivery, event) = (delivery.clone(), event.clone());
-            async move { send(&shared, &endpoint, &settings, &delivery, &event, now).await }
+            async move {
+                send(
+                    &shared, &client, &endpoint, &settings, &delivery, &event, now,
+                )
+                .await
+            }
         };
         Box::pin(
             send.into_actor(self)
