@@ -50,14 +50,47 @@ struct ReceiverState {
 }
 
 fn start_receiver() -> (String, Arc<ReceiverState>) {
+    start_receiver_with(None)
+}
+
+/// An https receiver whose certificate for 127.0.0.1 is issued by a CA made here; returns
+/// its URL, its state and the CA's PEM (for `delivery.ca_file`).
+fn start_tls_receiver() -> (String, Arc<ReceiverState>, String) {
+    use rustls::pki_types::pem::PemObject;
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let (url, state) = start_receiver_with(Some(config));
+    (url, state, ca.pem())
+}
+
+fn start_receiver_with(tls: Option<rustls::ServerConfig>) -> (String, Arc<ReceiverState>) {
     let state = Arc::new(ReceiverState::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
     let data = state.clone();
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let data = actix_web::web::Data::from(data);
-            actix_web::HttpServer::new(move || {
+            let server = actix_web::HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(data.clone())
                     .default_service(actix_web::web::to(receive))
@@ -65,8 +98,11 @@ fn start_receiver() -> (String, Arc<ReceiverState>) {
             .workers(1)
             .backlog(4096)
             .max_connections(100_000)
-            .disable_signals()
-            .listen(listener)
+            .disable_signals();
+            match tls {
+                Some(config) => server.listen_rustls_0_23(listener, config),
+                None => server.listen(listener),
+            }
             .unwrap()
             .run()
             .await
@@ -453,7 +489,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// `E2E_PHASES=a,b` runs only the named phases (the baseline always runs); unset runs all.
-const PHASES: [&str; 10] = [
+const PHASES: [&str; 11] = [
     "ingest",
     "drain",
     "e2e",
@@ -464,6 +500,7 @@ const PHASES: [&str; 10] = [
     "ordered",
     "backlog",
     "checked",
+    "https",
 ];
 
 /// Events per endpoint in the ordered phase, spread over `ORDERED_KEYS` ordering keys.
@@ -822,6 +859,49 @@ fn main() {
         table.note(
             "  ordered ÷ unordered",
             format!("{:.2}", rates[1] / rates[0]),
+        );
+    }
+
+    // Sustained single events to an https receiver (a private CA in `delivery.ca_file`)
+    // against the same to an http one, on one fresh instance.
+    if on("https") {
+        let (tls_url, tls_rx, ca_pem) = start_tls_receiver();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let hs = Hookd::start_with(&[("HOOKD_DELIVERY__CA_FILE", ca_file.to_str().unwrap())]);
+        let mut figures = Vec::new();
+        for (tenant, url, state) in [
+            ("sus-http", rx_url.as_str(), &rx),
+            ("sus-https", tls_url.as_str(), &tls_rx),
+        ] {
+            let load = Load::single(&hs, tenant);
+            let gate = Gate {
+                received: state.clone(),
+                window: SUSTAINED_WINDOW,
+                per_request: load.events_per_request,
+                sent: Arc::new(AtomicU64::new(0)),
+            };
+            figures.push(through(&hs, &rt, (url, state), secs, load, Some(gate)));
+        }
+        table.row(
+            "end to end, sustained, single events, http receiver, delivered/s",
+            figures[0].delivered,
+        );
+        table.row(
+            "  … https receiver (private CA), delivered/s",
+            figures[1].delivered,
+        );
+        table.note(
+            "  … hookd CPU per delivered event, http / https, µs",
+            format!(
+                "{:.0} / {:.0}",
+                figures[0].cpu_us_per_event, figures[1].cpu_us_per_event
+            ),
+        );
+        table.note(
+            "  … ratio https / http",
+            format!("{:.2}", figures[1].delivered / figures[0].delivered),
         );
     }
 

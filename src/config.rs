@@ -101,6 +101,9 @@ pub struct DeliveryConfig {
     pub allow_private_networks: bool,
     /// A PEM bundle trusted besides the system's roots; empty: none.
     pub ca_file: PathBuf,
+    /// An HTTP CONNECT proxy (`http://host:port`) for every endpoint without its own; empty:
+    /// none. `HTTP(S)_PROXY` variables are ignored.
+    pub proxy: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +120,11 @@ impl DeliveryConfig {
     /// `ca_file`, when set.
     pub fn ca_file(&self) -> Option<&Path> {
         (!self.ca_file.as_os_str().is_empty()).then_some(self.ca_file.as_path())
+    }
+
+    /// `proxy`, when set.
+    pub fn proxy(&self) -> Option<&str> {
+        (!self.proxy.is_empty()).then_some(self.proxy.as_str())
     }
 }
 
@@ -248,6 +256,11 @@ impl Config {
         if let Some(t) = self.operator.tenant() {
             if let Err(message) = crate::model::check_identifier(t) {
                 return invalid("operator.tenant", &format!("{t:?}: {message}"));
+            }
+        }
+        if let Some(p) = self.delivery.proxy() {
+            if let Err(message) = crate::delivery::proxy::Proxy::parse(p) {
+                return invalid("delivery.proxy", &format!("{p:?}: {message}"));
             }
         }
         if self.events.max_payload_bytes == 0 {

@@ -456,15 +456,8 @@ impl Metrics {
         for o in DeliveryOutcome::ALL {
             let _ = self.deliveries.remove_label_values(&[endpoint, o.label()]);
         }
-        for r in [
-            "success",
-            "http_4xx",
-            "http_5xx",
-            "timeout",
-            "connect_error",
-            "other",
-        ] {
-            let _ = self.attempts.remove_label_values(&[endpoint, r]);
+        for r in crate::model::AttemptResult::ALL {
+            let _ = self.attempts.remove_label_values(&[endpoint, r.label()]);
         }
     }
 

@@ -171,6 +171,41 @@ impl Secret {
         &self.0
     }
 
+    /// A new key for `signing`: an HMAC secret, or an ed25519 private key (`whsk_` + base64
+    /// of its 32-byte seed, the Standard Webhooks form).
+    pub fn generate_for(signing: Signing) -> Secret {
+        match signing {
+            Signing::Hmac => Secret::generate(),
+            Signing::Ed25519 => {
+                let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+                Secret(format!(
+                    "whsk_{}",
+                    base64::engine::general_purpose::STANDARD.encode(key.to_bytes())
+                ))
+            }
+        }
+    }
+
+    /// The ed25519 private key, if this is one.
+    pub fn ed25519_key(&self) -> Option<ed25519_dalek::SigningKey> {
+        let b64 = self.0.strip_prefix("whsk_")?;
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()?
+            .try_into()
+            .ok()?;
+        Some(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// The public key receivers verify with (`whpk_` + base64), if this is an ed25519 key.
+    pub fn public_key(&self) -> Option<String> {
+        let key = self.ed25519_key()?;
+        Some(format!(
+            "whpk_{}",
+            base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes())
+        ))
+    }
+
     /// The Standard Webhooks key: the base64-decoded part after `whsec_`.
     pub fn standard_key(&self) -> Vec<u8> {
         let b64 = self.0.strip_prefix("whsec_").unwrap_or(&self.0);
@@ -206,8 +241,9 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 /// What a user may set on an endpoint, as given (unset options fall back to `[delivery]`).
-/// PATCH merges its fields over this and validates the result like a create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// PATCH merges its fields over this and validates the result like a create. Its Debug form
+/// shows header names only: their values are often credentials.
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     #[schema(value_type = crate::rules::Identifier)]
@@ -254,9 +290,72 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::rules::FilterSchema>)]
     pub filter: Option<serde_json::Value>,
+    /// How requests are signed: `hmac` (the default) or `ed25519`. Set at creation only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
     /// An extra CA and a client certificate for this endpoint's connections (API.md §13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<EndpointTls>,
+    /// An HTTP CONNECT proxy (`http://host:port`) for this endpoint, instead of
+    /// `delivery.proxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// How hookd authenticates to the receiver beyond signing (API.md §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EndpointAuth>,
+}
+
+impl fmt::Debug for EndpointSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Option<Vec<&String>> = self.headers.as_ref().map(|h| h.keys().collect());
+        f.debug_struct("EndpointSpec")
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("description", &self.description)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("signature_header", &self.signature_header)
+            .field("timeout", &self.timeout)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("headers", &header_names)
+            .field("rate_limit", &self.rate_limit)
+            .field("ttl", &self.ttl)
+            .field("ordering", &self.ordering)
+            .field("filter", &self.filter)
+            .field("signing", &self.signing)
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// Endpoint setting `auth`. `client_secret` is write-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EndpointAuth {
+    /// OAuth 2.0 client credentials: a bearer token from `token_url`, cached until shortly
+    /// before it expires and refreshed once on a 401.
+    Oauth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        /// Shown as `***`.
+        #[schema(value_type = String)]
+        client_secret: WriteOnly,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
+}
+
+/// Endpoint setting `signing` (API.md §13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Signing {
+    /// The hex HMAC header and `webhook-signature: v1,…`.
+    #[default]
+    Hmac,
+    /// `webhook-signature: v1a,…` only (Standard Webhooks' asymmetric signature).
+    Ed25519,
 }
 
 /// Endpoint setting `tls`: PEM texts. `client_key` is write-only.
@@ -569,9 +668,79 @@ pub struct Attempt {
     pub n: u32,
     pub at: UnixMillis,
     pub status_code: Option<u16>,
+    /// Absent from records stored before it was kept ([`Attempt::result_shown`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<AttemptResult>,
     pub duration_ms: u64,
     pub error: Option<String>,
     pub response_body: Option<String>,
+}
+
+impl Attempt {
+    /// The stored result, or for an older record what its status and error say.
+    pub fn result_shown(&self) -> AttemptResult {
+        if let Some(r) = self.result {
+            return r;
+        }
+        match (self.status_code, self.error.as_deref()) {
+            (Some(s), _) if (200..300).contains(&s) => AttemptResult::Success,
+            (Some(s), _) if (400..500).contains(&s) => AttemptResult::Http4xx,
+            (Some(s), _) if (500..600).contains(&s) => AttemptResult::Http5xx,
+            (None, Some("timeout")) => AttemptResult::Timeout,
+            (None, Some(e)) if e.starts_with("connect:") || e.starts_with("blocked:") => {
+                AttemptResult::ConnectError
+            }
+            _ => AttemptResult::Other,
+        }
+    }
+}
+
+/// What an attempt came to, as the `result` of its record and of `hookd_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    Success,
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+    Timeout,
+    ConnectError,
+    ProxyError,
+    AuthError,
+    Other,
+}
+
+impl AttemptResult {
+    pub const ALL: [AttemptResult; 8] = [
+        AttemptResult::Success,
+        AttemptResult::Http4xx,
+        AttemptResult::Http5xx,
+        AttemptResult::Timeout,
+        AttemptResult::ConnectError,
+        AttemptResult::ProxyError,
+        AttemptResult::AuthError,
+        AttemptResult::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Success => "success",
+            AttemptResult::Http4xx => "http_4xx",
+            AttemptResult::Http5xx => "http_5xx",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::ConnectError => "connect_error",
+            AttemptResult::ProxyError => "proxy_error",
+            AttemptResult::AuthError => "auth_error",
+            AttemptResult::Other => "other",
+        }
+    }
+
+    /// Whether the attempt says something about the receiver: a failing proxy or token
+    /// endpoint is not the receiver's failure, so it does not move the circuit.
+    pub fn is_the_receivers(self) -> bool {
+        !matches!(self, AttemptResult::ProxyError | AttemptResult::AuthError)
+    }
 }
 
 /// Where one event went: kept in the event record so `GET /v1/events/{id}` lists them.
@@ -597,6 +766,25 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_carries_no_write_only_value() {
+        let spec: EndpointSpec = serde_json::from_value(serde_json::json!({
+            "tenant": "t", "url": "https://r/", "event_types": ["*"],
+            "headers": {"X-Key": "header-secret"},
+            "tls": {"client_cert": "c", "client_key": "key-secret"},
+            "auth": {"type": "oauth2_client_credentials", "token_url": "https://t/",
+                     "client_id": "c", "client_secret": "client-secret"}
+        }))
+        .unwrap();
+        let debug = format!("{spec:?}");
+        assert!(debug.contains("X-Key"), "{debug}");
+        for secret in ["header-secret", "key-secret", "client-secret"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        let secret = Secret::generate_for(Signing::Ed25519);
+        assert!(!format!("{secret:?} {secret}").contains("whsk_"));
+    }
 
     #[test]
     fn identifiers() {

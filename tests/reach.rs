@@ -4,92 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::{server_config, Ca};
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// (certificate PEM, key PEM) for 127.0.0.1 (a server) or a client.
-    fn issue(&self, server: bool) -> (String, String) {
-        let names = if server {
-            vec!["127.0.0.1".to_string()]
-        } else {
-            Vec::new()
-        };
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            if server { "receiver" } else { "hookd" },
-        );
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A TLS server config for 127.0.0.1 issued by `ca`, asking for a client certificate issued
-/// by `clients` when given.
-fn server_config(ca: &Ca, clients: Option<&Ca>) -> rustls::ServerConfig {
-    let (cert, key) = ca.issue(true);
-    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match clients {
-        Some(clients) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(CertificateDer::from_pem_slice(clients.pem().as_bytes()).unwrap())
-                .unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    builder.with_single_cert(chain, key).unwrap()
-}
 
 /// The error of a delivery's first attempt, once it has one.
 fn first_error(h: &Hookd, delivery: &str) -> String {
@@ -245,4 +164,92 @@ fn unusable_tls_settings_are_refused_naming_the_field() {
         assert!(message.starts_with(field), "{tls}: {message}");
         assert!(!message.contains("BEGIN"), "no PEM echoed: {message}");
     }
+}
+
+/// Runs the independent verifier on one received request; true when it verifies.
+fn python_verifies(public_key: &str, got: &Received, body: &[u8]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, body).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/verify_ed25519.py"
+        ))
+        .arg(public_key)
+        .arg(got.header("webhook-id").unwrap())
+        .arg(got.header("webhook-timestamp").unwrap())
+        .arg(got.header("webhook-signature").unwrap())
+        .arg(&body_file)
+        .output()
+        .expect("python3 with the cryptography package (scripts/install-prereqs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() || stdout.contains("no v1a signature verifies"),
+        "verifier failed to run: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.success()
+}
+
+#[test]
+fn ed25519_deliveries_verify_with_an_independent_implementation() {
+    let h = Hookd::start(&[]);
+    let r = Receiver::start();
+    let (status, ep) = h.post(
+        "/v1/endpoints",
+        json!({"tenant": "t", "url": r.url, "event_types": ["*"], "signing": "ed25519"}),
+    );
+    assert_eq!(status, 201, "{ep}");
+    assert!(ep.get("secret").is_none(), "no shared secret: {ep}");
+    let public = ep["public_key"].as_str().unwrap().to_string();
+    assert!(public.starts_with("whpk_"), "{public}");
+    assert_eq!(ep["signing"], "ed25519");
+    let id = ep["id"].as_str().unwrap().to_string();
+
+    h.event(
+        "t",
+        "sale.created",
+        json!({"amount": 12.5, "items": [1, 2]}),
+    );
+    r.wait_count(1, Duration::from_secs(10));
+    let got = r.received()[0].clone();
+    assert_eq!(got.header("X-Webhook-Signature"), None, "no HMAC header");
+    assert!(got.header("webhook-signature").unwrap().starts_with("v1a,"));
+    assert!(python_verifies(&public, &got, &got.body));
+    // The verifier does refuse: another body, or another key.
+    assert!(!python_verifies(&public, &got, b"{\"amount\":13}"));
+
+    // Rotation: a new public key; during the overlap both keys sign.
+    let (status, rotated) = h.post_empty(&format!("/v1/endpoints/{id}/rotate-secret"));
+    assert_eq!(status, 200, "{rotated}");
+    let new_public = rotated["public_key"].as_str().unwrap().to_string();
+    assert_ne!(new_public, public);
+    assert!(rotated.get("secret").is_none());
+    h.event("t", "sale.created", json!({"n": 2}));
+    r.wait_count(2, Duration::from_secs(10));
+    let got = r.received()[1].clone();
+    assert_eq!(
+        got.header("webhook-signature")
+            .unwrap()
+            .matches("v1a,")
+            .count(),
+        2
+    );
+    assert!(python_verifies(&new_public, &got, &got.body));
+    assert!(python_verifies(&public, &got, &got.body));
+    let (_, view) = h.get(&format!("/v1/endpoints/{id}"));
+    assert_eq!(view["public_key"], new_public.as_str());
+
+    // The kind of key is fixed at creation.
+    let (status, body) = h.patch(&format!("/v1/endpoints/{id}"), json!({"signing": "hmac"}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("signing"));
+    assert!(
+        !h.log_text().contains("whsk_"),
+        "no private key in the logs"
+    );
 }

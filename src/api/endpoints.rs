@@ -205,6 +205,12 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
             }
         }
     }
+    if let Some(auth) = &spec.auth {
+        check_auth(auth, config)?;
+    }
+    if let Some(proxy) = &spec.proxy {
+        crate::delivery::proxy::Proxy::parse(proxy).or_else(|m| fail("proxy", m))?;
+    }
     if let Some(tls) = &spec.tls {
         let too_long = [
             ("tls.ca", tls.ca.as_deref()),
@@ -225,6 +231,45 @@ fn validate(spec: &EndpointSpec, config: &Config, catalogue: &[String]) -> Resul
             }
             other => FieldError("tls".into(), other.to_string()),
         })?;
+    }
+    Ok(())
+}
+
+fn check_auth(auth: &crate::model::EndpointAuth, config: &Config) -> Result<(), FieldError> {
+    let crate::model::EndpointAuth::Oauth2ClientCredentials {
+        token_url,
+        client_id,
+        client_secret,
+        scope,
+    } = auth;
+    let url = reqwest::Url::parse(token_url)
+        .or_else(|e| fail("auth.token_url", format!("not an absolute URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if config.delivery.allow_http => {}
+        "http" => {
+            return fail(
+                "auth.token_url",
+                "must be https (delivery.allow_http is false)",
+            )
+        }
+        other => return fail("auth.token_url", format!("scheme {other:?} is not http(s)")),
+    }
+    if token_url.len() > MAX_URL_LEN {
+        return fail(
+            "auth.token_url",
+            format!("longer than {MAX_URL_LEN} characters"),
+        );
+    }
+    if client_id.is_empty() || client_id.len() > 1024 {
+        return fail("auth.client_id", "must be 1 to 1024 characters");
+    }
+    let secret = client_secret.expose();
+    if secret.is_empty() || secret.len() > 4096 || secret == WriteOnly::MASK {
+        return fail("auth.client_secret", "must be 1 to 4096 characters");
+    }
+    if scope.as_ref().is_some_and(|s| s.len() > 1024) {
+        return fail("auth.scope", "longer than 1024 characters");
     }
     Ok(())
 }
@@ -264,7 +309,7 @@ pub async fn create(
     );
     Ok(HttpResponse::Created().json(EndpointCreated {
         endpoint: EndpointView::of(&endpoint, &state.config),
-        secret: secret.expose().to_string(),
+        key: SecretView::of(&secret),
     }))
 }
 
@@ -643,6 +688,14 @@ pub async fn patch(
             }
             let spec: EndpointSpec = serde_path_to_error::deserialize(Value::Object(merged))
                 .map_err(|e| FieldError(e.path().to_string(), e.into_inner().to_string()))?;
+            // Its keys are of one kind: another kind is another endpoint.
+            if spec.signing.unwrap_or_default() != endpoint.spec.signing.unwrap_or_default() {
+                return Err(FieldError(
+                    "signing".into(),
+                    "cannot be changed; create an endpoint with the other signing".into(),
+                )
+                .into());
+            }
             validate(&spec, &config, &catalogue)?;
             endpoint.spec = spec;
             Ok(())
@@ -661,6 +714,7 @@ pub async fn patch(
 fn keep_masked(key: &str, mut value: Value, stored: Option<&Value>) -> Value {
     let write_only: &[&str] = match key {
         "tls" => &["client_key"],
+        "auth" => &["client_secret"],
         _ => &[],
     };
     if let (Some(new), Some(Value::Object(old))) = (value.as_object_mut(), stored) {
@@ -755,11 +809,9 @@ pub async fn rotate_secret(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Admin)?;
     let id: EndpointId = parse_id(&path, "endpoint")?;
-    let secret = Secret::generate();
-    let new = secret.clone();
     let overlap = state.config.delivery.secret_overlap.as_millis() as i64;
     let supervisor = state.supervisor()?;
-    supervisor
+    let endpoint = supervisor
         .send(ChangeEndpoint {
             id,
             change: Box::new(move |endpoint: &mut Endpoint| {
@@ -777,7 +829,7 @@ pub async fn rotate_secret(
                 endpoint.secrets.insert(
                     0,
                     SigningSecret {
-                        secret: new,
+                        secret: Secret::generate_for(endpoint.spec.signing.unwrap_or_default()),
                         expires_at: None,
                     },
                 );
@@ -786,9 +838,9 @@ pub async fn rotate_secret(
         })
         .await??;
     tracing::info!(endpoint = %id, token = %state.fingerprint(&req), "operator: secret rotated");
-    Ok(HttpResponse::Ok().json(SecretView {
-        secret: secret.expose().to_string(),
-    }))
+    // invariant: the change just put the new secret first.
+    let view = endpoint.secrets.first().map(|s| SecretView::of(&s.secret));
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// An RFC 3339 time field, of the form the document promises.
@@ -811,7 +863,10 @@ const PATCHABLE: &[&str] = &[
     "ttl",
     "ordering",
     "filter",
+    "signing",
     "tls",
+    "auth",
+    "proxy",
 ];
 
 #[cfg(test)]
@@ -824,7 +879,9 @@ mod patch_tests {
             "description": "d", "max_concurrency": 1, "signature_header": "X-S",
             "timeout": "1s", "retry_schedule": ["1s"], "headers": {"X-A": "b"},
             "rate_limit": {"per_second": 1.0, "burst": 1}, "ttl": "1h", "ordering": "key",
-            "filter": {"a": 1}
+            "filter": {"a": 1}, "signing": "hmac", "tls": {"ca": "x"}, "proxy": "http://p:1",
+            "auth": {"type": "oauth2_client_credentials", "token_url": "https://t/",
+                     "client_id": "c", "client_secret": "s"}
         });
         let parsed: crate::model::EndpointSpec = serde_json::from_value(spec).unwrap();
         let back = serde_json::to_value(parsed).unwrap();
@@ -871,4 +928,12 @@ pub struct EndpointPatch {
     ordering: Option<crate::model::Ordering>,
     #[schema(value_type = Option<crate::rules::FilterSchema>)]
     filter: Option<()>,
+    /// Must equal the endpoint's: the kind of key is fixed at creation.
+    signing: Option<crate::model::Signing>,
+    /// A `client_key` of `***` keeps the stored one.
+    tls: Option<crate::model::EndpointTls>,
+    /// A `client_secret` of `***` keeps the stored one.
+    auth: Option<crate::model::EndpointAuth>,
+    /// `http://host:port`.
+    proxy: Option<String>,
 }

@@ -1,8 +1,9 @@
 //! The response bodies of the API, as types: handlers build these, and the OpenAPI document
 //! (`GET /v1/openapi.json`) is generated from the same types, so the two cannot drift apart.
 //!
-//! Invariant: nothing here holds a secret except [`EndpointCreated::secret`] and
-//! [`SecretView::secret`], the two responses that show one once.
+//! Invariant: nothing here holds a secret except [`SecretView::secret`] (also in
+//! [`EndpointCreated`]), the two responses that show one once; write-only settings show as
+//! `***`.
 
 use std::collections::BTreeMap;
 
@@ -54,8 +55,16 @@ pub struct EndpointView {
     pub ordering: Ordering,
     #[schema(value_type = Option<crate::rules::FilterSchema>)]
     pub filter: Option<Value>,
+    pub signing: crate::model::Signing,
+    /// With `signing: "ed25519"`: the current public key (`whpk_…`).
+    pub public_key: Option<String>,
     /// The endpoint's CA and client certificate; `client_key` shows as `***`.
     pub tls: Option<TlsView>,
+    /// Its egress proxy (else `delivery.proxy`'s, shown here).
+    pub proxy: Option<String>,
+    /// OAuth 2.0 client credentials; `client_secret` shows as `***`.
+    #[schema(value_type = Option<Object>)]
+    pub auth: Option<Value>,
     pub status: EndpointStatus,
     /// Why it is paused: `operator`, `gone` (the receiver answered 410) or
     /// `failing_too_long` (`delivery.pause_after`); null when active.
@@ -93,17 +102,34 @@ impl EndpointView {
             ttl: endpoint.spec.ttl,
             ordering: endpoint.spec.ordering.unwrap_or_default(),
             filter: endpoint.spec.filter.clone(),
+            signing: endpoint.spec.signing.unwrap_or_default(),
+            public_key: endpoint.secrets.first().and_then(|s| s.secret.public_key()),
             tls: endpoint.spec.tls.as_ref().map(|t| TlsView {
                 ca: t.ca.clone(),
                 client_cert: t.client_cert.clone(),
                 client_key: t.client_key.as_ref().map(|_| WriteOnly::MASK),
             }),
+            proxy: endpoint
+                .spec
+                .proxy
+                .clone()
+                .or_else(|| config.delivery.proxy().map(str::to_string)),
+            auth: endpoint.spec.auth.as_ref().map(auth_view),
             status: endpoint.status,
             paused_reason: endpoint.paused_reason_shown(),
             created_at: rfc3339(endpoint.created_at),
             updated_at: rfc3339(endpoint.updated_at),
         }
     }
+}
+
+/// `auth` as stored, its write-only values masked.
+fn auth_view(auth: &crate::model::EndpointAuth) -> Value {
+    let mut v = serde_json::to_value(auth).unwrap_or(Value::Null);
+    if let Some(secret) = v.get_mut("client_secret") {
+        *secret = Value::from(WriteOnly::MASK);
+    }
+    v
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,8 +145,8 @@ pub struct TlsView {
 pub struct EndpointCreated {
     #[serde(flatten)]
     pub endpoint: EndpointView,
-    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
-    pub secret: String,
+    #[serde(flatten)]
+    pub key: SecretView,
 }
 
 /// `GET /v1/endpoints/{id}`: the endpoint with its live stats.
@@ -165,9 +191,31 @@ pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
 }
 
+/// The endpoint's new signing key, this once: the HMAC `secret`, or with `signing: "ed25519"`
+/// the `public_key` receivers verify with (hookd keeps the private key).
 #[derive(Serialize, ToSchema)]
 pub struct SecretView {
-    pub secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "whpk_MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=")]
+    pub public_key: Option<String>,
+}
+
+impl SecretView {
+    pub fn of(secret: &crate::model::Secret) -> SecretView {
+        match secret.public_key() {
+            Some(public_key) => SecretView {
+                secret: None,
+                public_key: Some(public_key),
+            },
+            None => SecretView {
+                secret: Some(secret.expose().to_string()),
+                public_key: None,
+            },
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -186,6 +234,9 @@ pub struct AttemptView {
     pub n: u32,
     pub at: String,
     pub status_code: Option<u16>,
+    /// `success`, `http_4xx`, `http_5xx`, `timeout`, `connect_error`, `proxy_error`,
+    /// `auth_error` or `other`, as in `hookd_attempts_total`.
+    pub result: crate::model::AttemptResult,
     pub duration_ms: u64,
     /// `timeout`, `connect: …`, `status 500`…; null on success.
     pub error: Option<String>,
@@ -226,6 +277,7 @@ impl DeliveryView {
                     n: a.n,
                     at: rfc3339(a.at),
                     status_code: a.status_code,
+                    result: a.result_shown(),
                     duration_ms: a.duration_ms,
                     error: a.error.clone(),
                     response_body: a.response_body.clone(),

@@ -40,6 +40,8 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum CtlCommand {
     /// Readiness, version, uptime, pending total, and every endpoint's state
@@ -124,6 +126,24 @@ pub struct EndpointFlags {
     /// A payload filter, as JSON
     #[arg(long)]
     pub filter: Option<String>,
+    /// hmac (default) or ed25519 (create only)
+    #[arg(long)]
+    pub signing: Option<String>,
+    /// An HTTP CONNECT proxy, http://host:port
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// A PEM file of CAs trusted for this endpoint
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A PEM file with the client certificate chain
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// A PEM file with the client certificate's private key
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_key: Option<std::path::PathBuf>,
+    /// OAuth 2.0 client credentials as JSON: {"token_url", "client_id", "client_secret", "scope"}
+    #[arg(long, value_name = "JSON")]
+    pub oauth2: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -478,6 +498,36 @@ fn endpoint_body(flags: &EndpointFlags) -> Result<Map<String, Value>, CtlError> 
             .map_err(|e| CtlError::Usage(format!("--filter: not JSON ({e})")))?;
         put("filter", Some(filter));
     }
+    put("signing", flags.signing.clone().map(Value::from));
+    put("proxy", flags.proxy.clone().map(Value::from));
+    let read = |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<Value>, CtlError> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(Value::from)
+                    .map_err(|e| CtlError::Usage(format!("{flag} {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    let mut tls = Map::new();
+    for (key, flag, path) in [
+        ("ca", "--tls-ca", &flags.tls_ca),
+        ("client_cert", "--tls-client-cert", &flags.tls_client_cert),
+        ("client_key", "--tls-client-key", &flags.tls_client_key),
+    ] {
+        if let Some(v) = read(flag, path)? {
+            tls.insert(key.to_string(), v);
+        }
+    }
+    if !tls.is_empty() {
+        put("tls", Some(Value::Object(tls)));
+    }
+    if let Some(raw) = &flags.oauth2 {
+        let mut auth: Map<String, Value> = serde_json::from_str(raw)
+            .map_err(|e| CtlError::Usage(format!("--oauth2: not a JSON object ({e})")))?;
+        auth.insert("type".into(), Value::from("oauth2_client_credentials"));
+        put("auth", Some(Value::Object(auth)));
+    }
     if !flags.headers.is_empty() {
         let mut headers = Map::new();
         for h in &flags.headers {
@@ -554,7 +604,10 @@ fn endpoints(api: &Api, c: &EndpointsCommand, json: bool) -> Result<(), CtlError
             let v = api.post("/v1/endpoints", Some(&Value::Object(body)))?;
             emit(json, &v, || {
                 show_endpoint(&v);
-                println!("\nsecret (shown once, keep it now): {}", s(&v["secret"]));
+                match v["public_key"].as_str() {
+                    Some(public) => println!("\npublic key (receivers verify with it): {public}"),
+                    None => println!("\nsecret (shown once, keep it now): {}", s(&v["secret"])),
+                }
             });
         }
         EndpointsCommand::Update { id, flags } => {
@@ -613,8 +666,9 @@ fn endpoints(api: &Api, c: &EndpointsCommand, json: bool) -> Result<(), CtlError
         }
         EndpointsCommand::RotateSecret { id } => {
             let v = api.post(&path(id, "/rotate-secret"), None)?;
-            emit(json, &v, || {
-                println!("new secret (shown once, keep it now): {}", s(&v["secret"]))
+            emit(json, &v, || match v["public_key"].as_str() {
+                Some(public) => println!("new public key: {public}"),
+                None => println!("new secret (shown once, keep it now): {}", s(&v["secret"])),
             });
         }
     }

@@ -3,6 +3,8 @@
 //! classification of what came back into an [`AttemptOutcome`] before anyone decides on retries.
 
 pub mod guard;
+pub mod oauth;
+pub mod proxy;
 pub mod signing;
 pub mod tls;
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
-use crate::model::Secret;
+use crate::model::{Secret, Signing};
 
 /// Most response bytes read from a receiver; the rest is never read.
 pub const MAX_RESPONSE_READ: usize = 64 * 1024;
@@ -35,7 +37,24 @@ pub enum AttemptOutcome {
     Connect(String),
     /// Refused by the SSRF guard before connecting.
     Blocked(guard::Blocked),
+    /// The receiver could not be asked: its token endpoint failed (`auth_error`).
+    AuthError(String),
+    /// The egress proxy could not be reached or would not open the tunnel (`proxy_error`).
+    ProxyError(String),
     Other(String),
+}
+
+pub use crate::model::AttemptResult;
+
+/// An error and its causes, innermost last, as one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    cause
 }
 
 impl AttemptOutcome {
@@ -64,6 +83,8 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout => Some("timeout".into()),
             AttemptOutcome::Connect(m) => Some(format!("connect: {m}")),
             AttemptOutcome::Blocked(b) => Some(b.to_string()),
+            AttemptOutcome::AuthError(m) => Some(format!("auth: {m}")),
+            AttemptOutcome::ProxyError(m) => Some(format!("proxy_error: {m}")),
             AttemptOutcome::Other(m) => Some(m.clone()),
         }
     }
@@ -73,17 +94,27 @@ impl AttemptOutcome {
         matches!(self, AttemptOutcome::HttpStatus { status: 410 })
     }
 
+    pub fn result(&self) -> AttemptResult {
+        match self {
+            AttemptOutcome::Success { .. } => AttemptResult::Success,
+            AttemptOutcome::HttpStatus { status } if (400..500).contains(status) => {
+                AttemptResult::Http4xx
+            }
+            AttemptOutcome::HttpStatus { status } if (500..600).contains(status) => {
+                AttemptResult::Http5xx
+            }
+            AttemptOutcome::HttpStatus { .. } => AttemptResult::Other,
+            AttemptOutcome::Timeout => AttemptResult::Timeout,
+            AttemptOutcome::Connect(_) | AttemptOutcome::Blocked(_) => AttemptResult::ConnectError,
+            AttemptOutcome::AuthError(_) => AttemptResult::AuthError,
+            AttemptOutcome::ProxyError(_) => AttemptResult::ProxyError,
+            AttemptOutcome::Other(_) => AttemptResult::Other,
+        }
+    }
+
     /// The `result` label of `hookd_attempts_total`.
     pub fn result_label(&self) -> &'static str {
-        match self {
-            AttemptOutcome::Success { .. } => "success",
-            AttemptOutcome::HttpStatus { status } if (400..500).contains(status) => "http_4xx",
-            AttemptOutcome::HttpStatus { status } if (500..600).contains(status) => "http_5xx",
-            AttemptOutcome::HttpStatus { .. } => "other",
-            AttemptOutcome::Timeout => "timeout",
-            AttemptOutcome::Connect(_) | AttemptOutcome::Blocked(_) => "connect_error",
-            AttemptOutcome::Other(_) => "other",
-        }
+        self.result().label()
     }
 }
 
@@ -104,6 +135,7 @@ impl AttemptReport {
             n,
             at,
             status_code: self.outcome.status_code(),
+            result: Some(self.outcome.result()),
             duration_ms: self.duration.as_millis() as u64,
             error: self.outcome.error(),
             response_body: self.response_body.clone(),
@@ -116,6 +148,7 @@ pub struct WebhookRequest<'a> {
     /// Parsed once per endpoint change, not per request.
     pub url: &'a reqwest::Url,
     pub signature_header: &'a str,
+    pub signing: Signing,
     pub secrets: Vec<&'a Secret>,
     pub event_id: &'a str,
     pub event_type: &'a str,
@@ -128,6 +161,8 @@ pub struct WebhookRequest<'a> {
     pub timestamp: i64,
     /// An ordered delivery's key and sequence number.
     pub ordering: Option<(&'a str, u64)>,
+    /// `Authorization: Bearer …` (OAuth 2.0 client credentials).
+    pub bearer: Option<&'a str>,
 }
 
 /// The HTTP clients of the process, one per TLS identity ([`tls::identity`]); cheap to clone.
@@ -140,7 +175,14 @@ struct SenderInner {
     allow_private_networks: bool,
     /// The system's roots and `delivery.ca_file`, which every identity starts from.
     roots: rustls::RootCertStore,
-    clients: parking_lot::Mutex<std::collections::HashMap<[u8; 32], reqwest::Client>>,
+    clients: parking_lot::Mutex<std::collections::HashMap<[u8; 32], Identity>>,
+}
+
+/// One TLS identity's client, and its rustls configuration for tunnels through a proxy.
+#[derive(Clone)]
+pub struct Identity {
+    pub client: reqwest::Client,
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 /// Distinct identities kept; beyond it the cache starts over (endpoints keep their clients).
@@ -172,11 +214,16 @@ impl Sender {
         Ok(sender)
     }
 
+    /// Whether the SSRF guard is off (`delivery.allow_private_networks`).
+    pub fn allows_private_networks(&self) -> bool {
+        self.inner.allow_private_networks
+    }
+
     /// The client for an endpoint's `tls` (shared with every endpoint of the same identity).
     pub fn client_for(
         &self,
         endpoint_tls: Option<&crate::model::EndpointTls>,
-    ) -> Result<reqwest::Client, SenderError> {
+    ) -> Result<Identity, SenderError> {
         let key = tls::identity(endpoint_tls);
         if let Some(c) = self.inner.clients.lock().get(&key) {
             return Ok(c.clone());
@@ -184,7 +231,7 @@ impl Sender {
         let config = tls::client_config(&self.inner.roots, endpoint_tls)?;
         let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .use_preconfigured_tls(config);
+            .use_preconfigured_tls(config.clone());
         if !self.inner.allow_private_networks {
             builder = builder.dns_resolver(std::sync::Arc::new(guard::GuardedResolver));
         }
@@ -195,12 +242,16 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
+        let identity = Identity {
+            client,
+            tls: std::sync::Arc::new(config),
+        };
         let mut clients = self.inner.clients.lock();
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        clients.insert(key, client.clone());
-        Ok(client)
+        clients.insert(key, identity.clone());
+        Ok(identity)
     }
 
     pub fn headers(req: &WebhookRequest<'_>) -> HeaderMap {
@@ -221,7 +272,9 @@ impl Sender {
                 h.insert(k, v);
             }
         };
-        if let Some(current) = req.secrets.first() {
+        // With ed25519 only the asymmetric signature goes out: an HMAC header would need a
+        // shared secret the receiver does not have.
+        if let (Some(current), Signing::Hmac) = (req.secrets.first(), req.signing) {
             set(req.signature_header, signing::hex_signature(current, body));
         }
         set("X-Webhook-Id", req.event_id.to_string());
@@ -233,15 +286,24 @@ impl Sender {
         }
         set("webhook-id", req.event_id.to_string());
         set("webhook-timestamp", req.timestamp.to_string());
+        let secrets = req.secrets.iter().copied();
         set(
             "webhook-signature",
-            signing::standard_header(
-                req.secrets.iter().copied(),
-                req.event_id,
-                req.timestamp,
-                body,
-            ),
+            match req.signing {
+                Signing::Hmac => {
+                    signing::standard_header(secrets, req.event_id, req.timestamp, body)
+                }
+                Signing::Ed25519 => {
+                    signing::ed25519_header(secrets, req.event_id, req.timestamp, body)
+                }
+            },
         );
+        if let Some(token) = req.bearer {
+            if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                v.set_sensitive(true);
+                h.insert(reqwest::header::AUTHORIZATION, v);
+            }
+        }
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(
             USER_AGENT,

@@ -118,6 +118,23 @@ impl CircuitState {
         }
     }
 
+    /// [`CircuitState::after_attempt`] for an attempt that came to `result`: one that failed
+    /// before reaching the receiver (its proxy or token endpoint failed) says nothing about
+    /// the receiver and changes nothing.
+    pub fn after_result(
+        &self,
+        probe: bool,
+        result: crate::model::AttemptResult,
+        retry_after: Option<Duration>,
+        now: UnixMillis,
+    ) -> (CircuitState, Transition) {
+        if !result.is_the_receivers() {
+            return (*self, Transition::Unchanged);
+        }
+        let success = result == crate::model::AttemptResult::Success;
+        self.after_attempt(probe, success, retry_after, now)
+    }
+
     /// The state after one attempt (`probe`: it was the open circuit's probe) that succeeded
     /// or not, the receiver having asked for `retry_after`.
     pub fn after_attempt(
@@ -171,6 +188,24 @@ impl CircuitState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_before_the_receiver_leave_the_circuit_alone() {
+        use crate::model::AttemptResult as R;
+        let mut c = CircuitState::default();
+        for _ in 0..10 {
+            c = c.after_result(false, R::AuthError, None, T0).0;
+            c = c.after_result(false, R::ProxyError, None, T0).0;
+        }
+        assert_eq!(c.consecutive_failures, 0);
+        assert!(!c.is_open());
+        for _ in 0..OPEN_AFTER {
+            c = c.after_result(false, R::Http5xx, None, T0).0;
+        }
+        assert!(c.is_open());
+        let (still, t) = c.after_result(true, R::ProxyError, None, T0 + 1);
+        assert_eq!((still, t), (c, Transition::Unchanged));
+    }
 
     #[test]
     fn probes_back_off_then_stay_at_the_cap() {

@@ -258,7 +258,7 @@ impl Handler<CreateEndpoint> for Supervisor {
             }))));
         }
         let now = now_millis();
-        let secret = Secret::generate();
+        let secret = Secret::generate_for(spec.signing.unwrap_or_default());
         let endpoint = Endpoint {
             id: EndpointId::new(),
             spec,

@@ -3,6 +3,8 @@
 //! answer as the test scripts them to.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,11 +1,9 @@
 //! Starting an attempt, and applying its result: the decisions come from [`retry::after_attempt`]
 //! and [`CircuitState::after_attempt`]; this file only carries them out and stores them.
 
-use std::time::Duration;
-
 use actix::prelude::*;
 
-use super::{probe_in_ms, EndpointActor, Unsettled};
+use super::{probe_in_ms, EndpointActor, Transport, Unsettled};
 use crate::delivery::{AttemptOutcome, AttemptReport, WebhookRequest};
 use crate::dispatch::circuit::Transition;
 use crate::dispatch::queue::Class;
@@ -43,11 +41,11 @@ impl EndpointActor {
         let shared = self.shared.clone();
         let endpoint = self.endpoint.clone();
         let settings = self.settings.clone();
-        let client = self.client.clone();
+        let transport = self.transport.clone();
         let attempt = async move {
             let at = now_millis();
             let report = send(
-                &shared, &client, &endpoint, &settings, &delivery, &event, at,
+                &shared, &transport, &endpoint, &settings, &delivery, &event, at,
             )
             .await;
             (delivery, report, at)
@@ -85,7 +83,7 @@ impl EndpointActor {
         let failing_since = self.circuit.failing_since;
         let (circuit, transition) =
             self.circuit
-                .after_attempt(probe, success, report.retry_after, now);
+                .after_result(probe, report.outcome.result(), report.retry_after, now);
         self.circuit = circuit;
         let endpoint = self.endpoint.id;
         match transition {
@@ -403,46 +401,80 @@ impl EndpointActor {
 
 pub(super) async fn send(
     shared: &Shared,
-    client: &Result<reqwest::Client, String>,
+    transport: &Transport,
     endpoint: &Endpoint,
     settings: &EndpointSettings,
     delivery: &Delivery,
     event: &Event,
     at: UnixMillis,
 ) -> AttemptReport {
-    let unusable = |what: String| AttemptReport {
-        outcome: AttemptOutcome::Other(what),
-        duration: Duration::ZERO,
+    let started = std::time::Instant::now();
+    let unusable = |outcome: AttemptOutcome| AttemptReport {
+        outcome,
+        duration: started.elapsed(),
         response_body: None,
         retry_after: None,
     };
     let url = match &settings.url {
         Ok(url) => url,
-        Err(e) => return unusable(format!("invalid url: {e}")),
+        Err(e) => return unusable(AttemptOutcome::Other(format!("invalid url: {e}"))),
     };
-    let client = match client {
-        Ok(client) => client,
-        Err(e) => return unusable(format!("invalid tls: {e}")),
+    let identity = match &transport.identity {
+        Ok(identity) => identity,
+        Err(e) => return unusable(AttemptOutcome::Other(e.clone())),
     };
+    let client = &identity.client;
     let body = bytes::Bytes::copy_from_slice(event.payload.get().as_bytes());
-    shared
-        .sender
-        .send(
-            client,
-            WebhookRequest {
-                url,
-                signature_header: &settings.signature_header,
-                secrets: endpoint.signing_secrets(at).collect(),
-                event_id: &delivery.event_id,
-                event_type: &delivery.event_type,
-                attempt: delivery.attempts + 1,
-                body,
-                static_headers: endpoint.spec.headers.as_ref(),
-                timeout: settings.timeout,
-                // Receivers compare it with their own wall clock, not with hookd's.
-                timestamp: crate::clock::wall_millis() / 1000,
-                ordering: delivery.ordering.as_ref().map(|o| (o.key.as_str(), o.seq)),
-            },
-        )
-        .await
+    let request = |bearer| WebhookRequest {
+        url,
+        signature_header: &settings.signature_header,
+        signing: endpoint.spec.signing.unwrap_or_default(),
+        secrets: endpoint.signing_secrets(at).collect(),
+        event_id: &delivery.event_id,
+        event_type: &delivery.event_type,
+        attempt: delivery.attempts + 1,
+        body: body.clone(),
+        static_headers: endpoint.spec.headers.as_ref(),
+        timeout: settings.timeout,
+        // Receivers compare it with their own wall clock, not with hookd's.
+        timestamp: crate::clock::wall_millis() / 1000,
+        ordering: delivery.ordering.as_ref().map(|o| (o.key.as_str(), o.seq)),
+        bearer,
+    };
+    let (Some(auth), Some(tokens)) = (&endpoint.spec.auth, &transport.tokens) else {
+        return go(shared, transport, identity, request(None)).await;
+    };
+    let token = match tokens.token(client, auth, None).await {
+        Ok(t) => t,
+        Err(e) => return unusable(AttemptOutcome::AuthError(e)),
+    };
+    let report = go(shared, transport, identity, request(Some(&token))).await;
+    if report.outcome.status_code() != Some(401) {
+        return report;
+    }
+    // Refused: the token may have been revoked early. One new token, one more try, and
+    // that try is the attempt's outcome.
+    let token = match tokens.token(client, auth, Some(&token)).await {
+        Ok(t) => t,
+        Err(e) => return unusable(AttemptOutcome::AuthError(e)),
+    };
+    let mut again = go(shared, transport, identity, request(Some(&token))).await;
+    again.duration = started.elapsed();
+    again
+}
+
+/// One request, through the endpoint's proxy if it has one.
+async fn go(
+    shared: &Shared,
+    transport: &Transport,
+    identity: &crate::delivery::Identity,
+    request: WebhookRequest<'_>,
+) -> AttemptReport {
+    match &transport.proxy {
+        Some(proxy) => {
+            let open = shared.sender.allows_private_networks();
+            crate::delivery::proxy::send(proxy, &identity.tls, open, request).await
+        }
+        None => shared.sender.send(&identity.client, request).await,
+    }
 }

@@ -91,10 +91,11 @@ impl Handler<Reconfigure> for EndpointActor {
             (_, None) => None,
         };
         self.settings = EndpointSettings::resolve(&msg.0.spec, &self.shared.config.delivery);
-        // A changed `tls` is used from the next attempt on; attempts under way finish on the
-        // connection they have.
-        if msg.0.spec.tls != self.endpoint.spec.tls {
-            self.client = super::client_of(&self.shared, &msg.0);
+        // A changed `tls` or `auth` is used from the next attempt on; attempts under way
+        // finish on the connection they have.
+        let spec = (&msg.0.spec, &self.endpoint.spec);
+        if spec.0.tls != spec.1.tls || spec.0.auth != spec.1.auth || spec.0.proxy != spec.1.proxy {
+            self.transport = super::Transport::of(&self.shared, &msg.0);
         }
         // The stored record now says what this actor decided (or an operator overruled it).
         self.pausing = None;

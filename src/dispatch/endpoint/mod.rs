@@ -92,9 +92,8 @@ pub struct EndpointActor {
     endpoint: Arc<Endpoint>,
     metrics: EndpointMetrics,
     settings: EndpointSettings,
-    /// The HTTP client of the endpoint's TLS identity; an error for a stored `tls` this
-    /// hookd cannot use (each attempt then fails saying so).
-    client: Result<reqwest::Client, String>,
+    /// How its requests go out: the client of its TLS identity, its token cache.
+    transport: Transport,
     shared: Arc<Shared>,
     queue: PendingQueue,
     /// The last ingest commit whose deliveries for this endpoint have arrived.
@@ -147,15 +146,45 @@ pub struct EndpointActor {
     timer: Option<(UnixMillis, SpawnHandle)>,
 }
 
-/// The client an endpoint's attempts go out on, by its `tls` setting.
-pub(super) fn client_of(shared: &Shared, endpoint: &Endpoint) -> Result<reqwest::Client, String> {
-    shared
-        .sender
-        .client_for(endpoint.spec.tls.as_ref())
-        .map_err(|e| {
-            tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint tls is unusable");
-            e.to_string()
-        })
+/// What an endpoint's attempts go out on; rebuilt when its `tls` or `auth` changes. Cheap to
+/// clone (one per attempt).
+#[derive(Clone)]
+pub(super) struct Transport {
+    /// The client of the endpoint's TLS identity; an error for a stored `tls` or `proxy`
+    /// this hookd cannot use (each attempt then fails saying so).
+    identity: Result<crate::delivery::Identity, String>,
+    /// Its own proxy, else `delivery.proxy`.
+    proxy: Option<crate::delivery::proxy::Proxy>,
+    /// The endpoint's OAuth token, with `auth`.
+    tokens: Option<Arc<crate::delivery::oauth::TokenCache>>,
+}
+
+impl Transport {
+    pub(super) fn of(shared: &Shared, endpoint: &Endpoint) -> Transport {
+        let proxy = endpoint
+            .spec
+            .proxy
+            .as_deref()
+            .or(shared.config.delivery.proxy())
+            .map(crate::delivery::proxy::Proxy::parse)
+            .transpose();
+        let identity = shared
+            .sender
+            .client_for(endpoint.spec.tls.as_ref())
+            .map_err(|e| format!("invalid tls: {e}"));
+        let (identity, proxy) = match proxy {
+            Ok(proxy) => (identity, proxy),
+            Err(e) => (Err(format!("invalid proxy: {e}")), None),
+        };
+        if let Err(e) = &identity {
+            tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint cannot send");
+        }
+        Transport {
+            identity,
+            proxy,
+            tokens: endpoint.spec.auth.as_ref().map(|_| Arc::default()),
+        }
+    }
 }
 
 impl EndpointActor {
@@ -180,12 +209,12 @@ impl EndpointActor {
                 Some(stored) => TokenBucket::restore(limit, stored, now),
                 None => TokenBucket::full(limit, now),
             });
-        let client = client_of(&shared, &endpoint);
+        let transport = Transport::of(&shared, &endpoint);
         let mut actor = EndpointActor {
             metrics: EndpointMetrics::new(&endpoint.id.to_string()),
             endpoint,
             settings,
-            client,
+            transport,
             shared,
             queue,
             handed_over,

@@ -230,12 +230,12 @@ impl Handler<SendTest> for EndpointActor {
         self.tests_in_flight += 1;
         let shared = self.shared.clone();
         let settings = self.settings.clone();
-        let client = self.client.clone();
+        let transport = self.transport.clone();
         let send = {
             let (delivery, event) = (delivery.clone(), event.clone());
             async move {
                 send(
-                    &shared, &client, &endpoint, &settings, &delivery, &event, now,
+                    &shared, &transport, &endpoint, &settings, &delivery, &event, now,
                 )
                 .await
             }
