@@ -3,6 +3,7 @@
 //! is stored, so a bad request never changes state, and every error is JSON ([`ApiError`]).
 
 mod auth;
+pub mod console;
 mod deliveries;
 mod endpoints;
 pub mod error;
@@ -132,6 +133,7 @@ macro_rules! api_routes {
 
         pub fn routes(cfg: &mut web::ServiceConfig) {
             $( cfg.route($path, web::$method().to($handler)); )*
+            console::routes(cfg);
             cfg.default_service(web::to(not_found));
         }
     };
