@@ -2,7 +2,7 @@
 //! talks only to this hookd's `/v1` API with a bearer token (no cookies), so it needs no
 //! session or CSRF machinery here: these handlers only serve three static files.
 //!
-//! Invariant: every console response carries the security headers of [`secured`]; the page
+//! Invariant: every console response carries the security headers (`secured`, [`CSP`]); the page
 //! has no inline script or style, so `default-src 'self'` holds it to this origin.
 
 use actix_web::http::header::{self, HeaderValue};
