@@ -299,6 +299,7 @@ pub struct EndpointSpec {
     /// An HTTP CONNECT proxy (`http://host:port`) for this endpoint, instead of
     /// `delivery.proxy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::rules::ProxyString>)]
     pub proxy: Option<String>,
     /// How hookd authenticates to the receiver beyond signing (API.md §13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -337,12 +338,15 @@ pub enum EndpointAuth {
     /// OAuth 2.0 client credentials: a bearer token from `token_url`, cached until shortly
     /// before it expires and refreshed once on a 401.
     Oauth2ClientCredentials {
+        #[schema(value_type = crate::rules::UrlString)]
         token_url: String,
+        #[schema(min_length = 1, max_length = 1024)]
         client_id: String,
         /// Shown as `***`.
-        #[schema(value_type = String)]
+        #[schema(value_type = String, min_length = 1, max_length = 4096)]
         client_secret: WriteOnly,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 1024)]
         scope: Option<String>,
     },
 }

@@ -63,6 +63,12 @@ pattern!(
     "https://crm.example.com/hooks"
 );
 pattern!(
+    "An HTTP CONNECT proxy: http:// and a host name or dotted IPv4 address, an optional port; nothing else",
+    ProxyString, PROXY,
+    r"^http://([A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?/?$",
+    "http://proxy.internal:3128"
+);
+pattern!(
     "An HTTP header name (not one hookd sets itself)",
     HeaderName,
     HEADER_NAME,
@@ -204,6 +210,21 @@ pub fn check_endpoint_fields(
                         v,
                         &HEADER_VALUE,
                         "printable ASCII of at most 1024 characters",
+                    )?;
+                }
+            }
+            "proxy" => string(key, value, &PROXY, "http://host:port (HTTP CONNECT)")?,
+            // Objects only: serde would also read a struct from an array of its fields.
+            "tls" | "auth" if !value.is_object() && !value.is_null() => {
+                return Err((key.clone(), "must be an object".into()))
+            }
+            "auth" => {
+                if let Some(url) = value.get("token_url") {
+                    string(
+                        "auth.token_url",
+                        url,
+                        &URL,
+                        "an absolute http(s) URL: a host name or dotted IPv4 address, optional port, path and query",
                     )?;
                 }
             }

@@ -140,26 +140,30 @@ fn unusable_tls_settings_are_refused_naming_the_field() {
     let ca = Ca::new("CA");
     let (cert, key) = ca.issue(false);
     let (other_cert, _) = ca.issue(false);
-    let cases: Vec<(Value, &str)> = vec![
-        (json!({"ca": "not pem"}), "tls.ca"),
-        (json!({"client_cert": cert}), "tls.client_key"),
-        (json!({"client_key": key}), "tls.client_cert"),
+    // 422 for well-formed settings whose PEM texts are unusable; 400 for a wrong form.
+    let cases: Vec<(Value, &str, u16)> = vec![
+        (json!({"ca": "not pem"}), "tls.ca", 422),
+        (json!({"client_cert": cert}), "tls.client_key", 422),
+        (json!({"client_key": key}), "tls.client_cert", 422),
         (
             json!({"client_cert": cert, "client_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}),
             "tls.client_key",
+            422,
         ),
         (
             json!({"client_cert": other_cert, "client_key": key}),
             "tls.client_key",
+            422,
         ),
-        (json!({"pin": "x"}), "tls"),
+        (json!({"pin": "x"}), "tls", 400),
+        (json!([null, null]), "tls", 400),
     ];
-    for (tls, field) in cases {
+    for (tls, field, expected) in cases {
         let (status, body) = h.post(
             "/v1/endpoints",
             json!({"tenant": "t", "url": "https://127.0.0.1:9/", "event_types": ["*"], "tls": tls}),
         );
-        assert_eq!(status, 400, "{tls}: {body}");
+        assert_eq!(status, expected, "{tls}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{tls}: {message}");
         assert!(!message.contains("BEGIN"), "no PEM echoed: {message}");
@@ -243,7 +247,7 @@ fn ed25519_deliveries_verify_with_an_independent_implementation() {
 
     // The kind of key is fixed at creation.
     let (status, body) = h.patch(&format!("/v1/endpoints/{id}"), json!({"signing": "hmac"}));
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()

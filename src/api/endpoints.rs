@@ -274,6 +274,18 @@ fn check_auth(auth: &crate::model::EndpointAuth, config: &Config) -> Result<(), 
     Ok(())
 }
 
+/// A `tls` whose form is right but whose PEM texts are not usable (not certificates, a key
+/// that does not go with its certificate): 422, since no schema can tell such a text apart.
+fn check_tls_content(tls: &crate::model::EndpointTls) -> Result<(), ApiError> {
+    crate::delivery::tls::check(tls).map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "unusable_tls",
+            e.to_string(),
+        )
+    })
+}
+
 /// Largest PEM text of one `tls` field (a chain of a few certificates fits easily).
 const MAX_PEM_BYTES: usize = 64 * 1024;
 
@@ -301,6 +313,9 @@ pub async fn create(
     let fields: Map<String, Value> = parse_json(&body, "")?;
     crate::rules::check_endpoint_fields(&fields).map_err(|(f, m)| ApiError::invalid(&f, m))?;
     let spec: EndpointSpec = parse_json(&body, "")?;
+    if let Some(tls) = &spec.tls {
+        check_tls_content(tls)?;
+    }
     validate(&spec, &state.config, &state.catalogue())?;
     let (endpoint, secret) = state.supervisor()?.send(CreateEndpoint(spec)).await??;
     tracing::info!(
@@ -664,6 +679,36 @@ pub async fn patch(
         ));
     }
     crate::rules::check_endpoint_fields(&patch).map_err(|(f, m)| ApiError::invalid(&f, m))?;
+    // A well-formed request that the endpoint's state refuses: its keys are of one kind, fixed
+    // at creation (so reading it before the change cannot race with another PATCH).
+    if let Some(Ok(wanted)) = patch
+        .get("signing")
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::from_value::<crate::model::Signing>(v.clone()))
+    {
+        let stored = state
+            .store
+            .call(move |s| s.get_endpoint(id))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("endpoint {id}")))?;
+        if stored.spec.signing.unwrap_or_default() != wanted {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "signing_fixed",
+                "signing: cannot be changed; create an endpoint with the other signing",
+            ));
+        }
+    }
+    // Its PEM texts as sent (a `***` key is checked with the stored one, in the change).
+    if let Some(tls) = patch.get("tls").filter(|v| v.is_object()) {
+        let keeps_key = tls.get("client_key").and_then(Value::as_str) == Some(WriteOnly::MASK);
+        if let (false, Ok(tls)) = (
+            keeps_key,
+            serde_json::from_value::<crate::model::EndpointTls>(tls.clone()),
+        ) {
+            check_tls_content(&tls)?;
+        }
+    }
     let fields: Vec<String> = patch.keys().cloned().collect();
     let config: Arc<Config> = state.config.clone();
     let catalogue = state.catalogue();
@@ -934,6 +979,6 @@ pub struct EndpointPatch {
     tls: Option<crate::model::EndpointTls>,
     /// A `client_secret` of `***` keeps the stored one.
     auth: Option<crate::model::EndpointAuth>,
-    /// `http://host:port`.
+    #[schema(value_type = Option<crate::rules::ProxyString>)]
     proxy: Option<String>,
 }

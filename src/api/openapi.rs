@@ -86,6 +86,23 @@ pub static OPENAPI: LazyLock<serde_json::Value> = LazyLock::new(|| {
         for (name, schema) in crate::rules::filter_components() {
             schemas.insert(name.into(), schema);
         }
+        // `auth`'s variants refuse unknown fields (serde's deny_unknown_fields), which utoipa
+        // does not write for an internally tagged enum.
+        if let Some(variants) = schemas
+            .get_mut("EndpointAuth")
+            .and_then(|a| a.get_mut("oneOf"))
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for v in variants
+                .iter_mut()
+                .filter_map(serde_json::Value::as_object_mut)
+            {
+                v.insert(
+                    "additionalProperties".into(),
+                    serde_json::Value::Bool(false),
+                );
+            }
+        }
     }
     // The test send's body is optional (empty: `webhook.test`) but not nullable; utoipa's
     // path macro can say only "optional and nullable" (`Option<T>`) or "required".
