@@ -402,6 +402,7 @@ async function startStream() {
       });
       if (r.status === 401 || r.status === 403) { logout("The token was refused by the live feed."); return; }
       if (!r.ok || !r.body) throw new Error(`stream: ${r.status}`);
+      document.body.dataset.stream = "open";
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
       for (;;) {
@@ -424,6 +425,7 @@ async function startStream() {
     } catch (e) {
       if (controller.signal.aborted) return;
     }
+    document.body.dataset.stream = "retrying";
     // hookd restarted or the connection dropped: try again shortly.
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }

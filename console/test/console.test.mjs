@@ -214,9 +214,14 @@ async function flow(browser, hookd, receivers, { viewport, keyboard, shots }) {
   await page.locator("#new-secret").waitFor({ state: "detached", timeout: WAIT });
   assert.equal(await page.locator("text=whsec_").count(), 0, "the secret is shown once");
 
-  // The live feed has the retry's attempt.
+  // The live feed: a new event's attempt appears in it as it happens.
   await click('a[href="#/feed"]');
-  await page.locator("#feed li").first().waitFor({ timeout: WAIT });
+  await page.locator("#feed").waitFor({ timeout: WAIT });
+  await until("the live stream open", async () =>
+    (await page.evaluate(() => document.body.dataset.stream)) === "open");
+  const before = await page.locator("#feed li").count();
+  await api(base, "POST", "/v1/events", { tenant: receivers.tenant, type: "fraud_detected", payload: { feed: true } });
+  await until("a new line in the feed", async () => (await page.locator("#feed li").count()) > before);
   await shot("feed");
 
   // Logging out forgets the token.
@@ -259,7 +264,7 @@ async function main() {
       for (const e of (await api(hookd.base, "GET", "/v1/endpoints")).endpoints) {
         if (e.tenant !== tenant) await api(hookd.base, "DELETE", `/v1/endpoints/${e.id}`);
       }
-      await flow(browser, hookd, { failing, failingId: bad.id }, run);
+      await flow(browser, hookd, { failing, failingId: bad.id, tenant }, run);
       console.log(`ok - console flow, ${run.name}`);
     }
   } finally {
