@@ -94,6 +94,45 @@ fn object(fields: Vec<(&str, Value)>) -> Map<String, Value> {
 }
 
 impl OperatorEvent {
+    /// An event about `endpoint` of `tenant`: those two fields, then `rest`.
+    fn about_endpoint(
+        t: OperatorEventType,
+        endpoint: EndpointId,
+        tenant: &str,
+        instant: UnixMillis,
+        rest: Vec<(&str, Value)>,
+    ) -> Self {
+        let id = endpoint.to_string();
+        let mut fields = vec![
+            ("endpoint_id", Value::from(id.as_str())),
+            ("tenant", tenant.into()),
+        ];
+        fields.extend(rest);
+        OperatorEvent {
+            id: op_id(t, &id, instant as u64),
+            event_type: t,
+            payload: object(fields),
+        }
+    }
+
+    /// An event about `delivery`, identified by its attempt count: its ids and tenant, then
+    /// `rest`.
+    fn about_delivery(t: OperatorEventType, delivery: &Delivery, rest: Vec<(&str, Value)>) -> Self {
+        let id = delivery.id.to_string();
+        let mut fields = vec![
+            ("delivery_id", Value::from(id.as_str())),
+            ("event_id", delivery.event_id.clone().into()),
+            ("endpoint_id", delivery.endpoint_id.to_string().into()),
+            ("tenant", delivery.tenant.clone().into()),
+        ];
+        fields.extend(rest);
+        OperatorEvent {
+            id: op_id(t, &id, u64::from(delivery.attempts)),
+            event_type: t,
+            payload: object(fields),
+        }
+    }
+
     /// The circuit opened at `since`.
     pub fn endpoint_failing(
         endpoint: EndpointId,
@@ -102,18 +141,17 @@ impl OperatorEvent {
         consecutive_failures: u32,
         last_error: &str,
     ) -> Self {
-        let t = OperatorEventType::EndpointFailing;
-        OperatorEvent {
-            id: op_id(t, &endpoint.to_string(), since as u64),
-            event_type: t,
-            payload: object(vec![
-                ("endpoint_id", endpoint.to_string().into()),
-                ("tenant", tenant.into()),
+        Self::about_endpoint(
+            OperatorEventType::EndpointFailing,
+            endpoint,
+            tenant,
+            since,
+            vec![
                 ("since", rfc3339(since).into()),
                 ("consecutive_failures", consecutive_failures.into()),
                 ("last_error", last_error.into()),
-            ]),
-        }
+            ],
+        )
     }
 
     /// The circuit that opened at `failing_since` closed at `recovered_at`.
@@ -123,17 +161,16 @@ impl OperatorEvent {
         failing_since: UnixMillis,
         recovered_at: UnixMillis,
     ) -> Self {
-        let t = OperatorEventType::EndpointRecovered;
-        OperatorEvent {
-            id: op_id(t, &endpoint.to_string(), failing_since as u64),
-            event_type: t,
-            payload: object(vec![
-                ("endpoint_id", endpoint.to_string().into()),
-                ("tenant", tenant.into()),
+        Self::about_endpoint(
+            OperatorEventType::EndpointRecovered,
+            endpoint,
+            tenant,
+            failing_since,
+            vec![
                 ("failing_since", rfc3339(failing_since).into()),
                 ("recovered_at", rfc3339(recovered_at).into()),
-            ]),
-        }
+            ],
+        )
     }
 
     /// Paused for `reason` by the endpoint record written at `at`.
@@ -143,49 +180,31 @@ impl OperatorEvent {
         reason: PausedReason,
         at: UnixMillis,
     ) -> Self {
-        let t = OperatorEventType::EndpointPaused;
-        OperatorEvent {
-            id: op_id(t, &endpoint.to_string(), at as u64),
-            event_type: t,
-            payload: object(vec![
-                ("endpoint_id", endpoint.to_string().into()),
-                ("tenant", tenant.into()),
-                ("reason", reason.label().into()),
-            ]),
-        }
+        Self::about_endpoint(
+            OperatorEventType::EndpointPaused,
+            endpoint,
+            tenant,
+            at,
+            vec![("reason", reason.label().into())],
+        )
     }
 
     /// `delivery` failed for good after its `attempts`-th attempt; a delivery recovered and
     /// failed again has more attempts, so it reports again.
     pub fn delivery_failed(delivery: &Delivery, last_error: &str) -> Self {
-        let t = OperatorEventType::DeliveryFailed;
-        OperatorEvent {
-            id: op_id(t, &delivery.id.to_string(), u64::from(delivery.attempts)),
-            event_type: t,
-            payload: object(vec![
-                ("delivery_id", delivery.id.to_string().into()),
-                ("event_id", delivery.event_id.clone().into()),
-                ("endpoint_id", delivery.endpoint_id.to_string().into()),
-                ("tenant", delivery.tenant.clone().into()),
+        Self::about_delivery(
+            OperatorEventType::DeliveryFailed,
+            delivery,
+            vec![
                 ("attempts", delivery.attempts.into()),
                 ("last_error", last_error.into()),
-            ]),
-        }
+            ],
+        )
     }
 
     /// `delivery` passed its deadline (after `attempts` attempts).
     pub fn delivery_expired(delivery: &Delivery) -> Self {
-        let t = OperatorEventType::DeliveryExpired;
-        OperatorEvent {
-            id: op_id(t, &delivery.id.to_string(), u64::from(delivery.attempts)),
-            event_type: t,
-            payload: object(vec![
-                ("delivery_id", delivery.id.to_string().into()),
-                ("event_id", delivery.event_id.clone().into()),
-                ("endpoint_id", delivery.endpoint_id.to_string().into()),
-                ("tenant", delivery.tenant.clone().into()),
-            ]),
-        }
+        Self::about_delivery(OperatorEventType::DeliveryExpired, delivery, Vec::new())
     }
 }
 

@@ -38,15 +38,17 @@ impl Drop for Servers {
     }
 }
 
-async fn token(req: HttpRequest, body: String, world: web::Data<Mutex<World>>) -> HttpResponse {
-    let mut w = world.lock().unwrap();
-    let auth = req
-        .headers()
+fn authorization(req: &HttpRequest) -> String {
+    req.headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_string();
-    w.token_requests.push((auth, body));
+        .to_string()
+}
+
+async fn token(req: HttpRequest, body: String, world: web::Data<Mutex<World>>) -> HttpResponse {
+    let mut w = world.lock().unwrap();
+    w.token_requests.push((authorization(&req), body));
     if w.token_server_down {
         return HttpResponse::ServiceUnavailable().finish();
     }
@@ -59,12 +61,7 @@ async fn token(req: HttpRequest, body: String, world: web::Data<Mutex<World>>) -
 
 async fn hook(req: HttpRequest, world: web::Data<Mutex<World>>) -> HttpResponse {
     let mut w = world.lock().unwrap();
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let auth = authorization(&req);
     let ok = auth
         .strip_prefix("Bearer ")
         .is_some_and(|t| w.valid.contains(t));
