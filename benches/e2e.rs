@@ -507,19 +507,91 @@ const PHASES: [&str; 11] = [
 const ORDERED_EVENTS: usize = 50_000;
 const ORDERED_KEYS: usize = 50;
 
-/// Prints rows as `name value ratio`.
+/// Prints rows as `name value ratio` (and the ratio to wrk → nginx, when there is one).
 struct Table {
     baseline: f64,
+    nginx: Option<f64>,
 }
 
 impl Table {
     fn row(&self, name: &str, v: f64) {
-        println!("{name:<64} {v:>12.0} {:>10.2}", v / self.baseline);
+        match self.nginx {
+            Some(n) => println!(
+                "{name:<64} {v:>12.0} {:>10.2} {:>10.2}",
+                v / self.baseline,
+                v / n
+            ),
+            None => println!("{name:<64} {v:>12.0} {:>10.2}", v / self.baseline),
+        }
     }
 
     fn note(&self, name: &str, v: impl std::fmt::Display) {
         println!("{name:<64} {v:>12}");
     }
+}
+
+/// The hardest honest baseline: `wrk -t1 -c32 -d5s` posting the payload to nginx answering
+/// `return 200` on 127.0.0.1. Debian's `wrk` and `nginx-light` are installed when missing (as
+/// root, non-interactively); without them the bench reports the loopback baseline only.
+fn wrk_nginx_baseline() -> Option<f64> {
+    let sh = |script: &str| Command::new("sh").args(["-c", script]).output().ok();
+    let found = |script: &str| sh(script).is_some_and(|o| o.status.success());
+    let present =
+        "command -v wrk >/dev/null && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null";
+    if !found(present)
+        && !found(
+            "[ \"$(id -u)\" -eq 0 ] && apt-get update -qq && \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null",
+        )
+    {
+        eprintln!("wrk and nginx are not available: no wrk → nginx baseline");
+        return None;
+    }
+    let nginx = sh("command -v nginx || echo /usr/sbin/nginx")
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+    let dir = tempfile::tempdir().ok()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let d = dir.path().display();
+    let conf = format!(
+        "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200; }} }} }}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).ok()?;
+    let body = PAYLOAD.replace('\n', "").replace('"', "\\\"");
+    let lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    );
+    std::fs::write(dir.path().join("post.lua"), lua).ok()?;
+    let mut server = Command::new(nginx)
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .arg("-p")
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", "-d5s", "-s"])
+        .arg(dir.path().join("post.lua"))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output();
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.ok()?.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn main() {
@@ -564,15 +636,25 @@ fn main() {
         None,
     ));
     rx.received.store(0, Ordering::Relaxed);
+    let nginx = wrk_nginx_baseline();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "hookd e2e bench: {cpus} CPUs, {}s phases, storage.sync = true, payload {} bytes",
         secs.as_secs(),
         PAYLOAD.len()
     );
-    println!("{:<64} {:>12} {:>10}", "figure", "value", "× baseline");
-    let table = Table { baseline };
+    match nginx {
+        Some(_) => println!(
+            "{:<64} {:>12} {:>10} {:>10}",
+            "figure", "value", "× baseline", "× nginx"
+        ),
+        None => println!("{:<64} {:>12} {:>10}", "figure", "value", "× baseline"),
+    }
+    let table = Table { baseline, nginx };
     table.row("loopback baseline: client → receiver, req/s", baseline);
+    if let Some(n) = nginx {
+        table.row("wrk -t1 -c32 → nginx return 200, same body, req/s", n);
+    }
 
     let receiver = (rx_url.as_str(), &rx);
     let h = Hookd::start();
