@@ -22,7 +22,12 @@ const ADMIN: &str = "bench-admin-token";
 const CONNECTIONS: usize = 64;
 const BATCH: usize = 100;
 const LATENCY_RATE: u64 = 500;
-const BACKLOG_EVENTS: usize = 200_000;
+const BACKLOG_EVENTS: usize = 1_000_000;
+/// Warm-up events, then events sent by 32 clients, in the standing-start phase.
+const COLD_WARMUP: u64 = 200;
+const COLD_EVENTS: u64 = 20_000;
+/// Events ingested in batches and delivered in the wire phase.
+const WIRE_EVENTS: usize = 100_000;
 const SPREAD: u64 = 8;
 /// The pause between phases for RocksDB's background work.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -273,14 +278,21 @@ impl Hookd {
     }
 
     fn metric(&self, name: &str) -> f64 {
+        self.metric_lines(name).map(|(_, v)| v).sum()
+    }
+
+    /// The lines of `/metrics` starting with `name`, each with its value.
+    fn metric_lines(&self, name: &str) -> impl Iterator<Item = (String, f64)> {
         let text = reqwest::blocking::get(format!("{}/metrics", self.base))
             .unwrap()
             .text()
             .unwrap();
+        let name = name.to_string();
         text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .filter(|l| l.starts_with(&name))
+            .filter_map(|l| Some((l.to_string(), l.rsplit(' ').next()?.parse::<f64>().ok()?)))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }
 
@@ -373,6 +385,15 @@ async fn hammer(
         t.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One event whose payload carries the time it was sent, for the receiver's latencies.
+fn timed_event(tenant: &str, id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"id":"{id}","tenant":"{tenant}","type":"fraud_detected","payload":{{"sent_us":{},"p":{PAYLOAD}}}}}"#,
+        now_micros()
+    )
+    .into_bytes()
 }
 
 fn event_body(tenant: &'static str) -> Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync> {
@@ -489,7 +510,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// `E2E_PHASES=a,b` runs only the named phases (the baseline always runs); unset runs all.
-const PHASES: [&str; 11] = [
+const PHASES: [&str; 13] = [
+    "cold",
+    "wire",
     "ingest",
     "drain",
     "e2e",
@@ -530,10 +553,9 @@ impl Table {
     }
 }
 
-/// The hardest honest baseline: `wrk -t1 -c32 -d5s` posting the payload to nginx answering
-/// `return 200` on 127.0.0.1. Debian's `wrk` and `nginx-light` are installed when missing (as
-/// root, non-interactively); without them the bench reports the loopback baseline only.
-fn wrk_nginx_baseline() -> Option<f64> {
+/// Debian's `wrk` and `nginx-light`, installed when missing (as root, non-interactively);
+/// without them the bench reports against the loopback baseline only.
+fn wrk_and_nginx() -> Option<String> {
     let sh = |script: &str| Command::new("sh").args(["-c", script]).output().ok();
     let found = |script: &str| sh(script).is_some_and(|o| o.status.success());
     let present =
@@ -547,51 +569,125 @@ fn wrk_nginx_baseline() -> Option<f64> {
         eprintln!("wrk and nginx are not available: no wrk → nginx baseline");
         return None;
     }
-    let nginx = sh("command -v nginx || echo /usr/sbin/nginx")
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
-    let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let d = dir.path().display();
-    let conf = format!(
-        "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-         server {{ listen 127.0.0.1:{port}; location / {{ return 200; }} }} }}\n"
-    );
-    std::fs::write(dir.path().join("nginx.conf"), conf).ok()?;
-    let body = PAYLOAD.replace('\n', "").replace('"', "\\\"");
-    let lua = format!(
-        "wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-    );
-    std::fs::write(dir.path().join("post.lua"), lua).ok()?;
-    let mut server = Command::new(nginx)
-        .arg("-c")
-        .arg(dir.path().join("nginx.conf"))
-        .arg("-p")
-        .arg(dir.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    sh("command -v nginx || echo /usr/sbin/nginx")
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// nginx answering every request with `return 200` on 127.0.0.1: the fastest receiver there is.
+struct Nginx {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(nginx: &str) -> Option<Nginx> {
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             keepalive_requests 1000000;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200; }} }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).ok()?;
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nginx {
+            child,
+            url: format!("http://127.0.0.1:{port}/hook"),
+            _dir: dir,
+        })
     }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its worker too.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// What one wrk run measured.
+struct WrkRun {
+    per_sec: f64,
+    /// Responses outside 2xx/3xx plus socket errors: 0 when every request succeeded.
+    failures: u64,
+}
+
+/// `wrk -t1 -c{connections} -d{secs}` POSTing what `lua` builds (a script setting `wrk.body` or
+/// `request`), with the bench's bearer token and JSON content type.
+fn wrk(url: &str, connections: usize, secs: Duration, lua: &str) -> Option<WrkRun> {
+    let dir = tempfile::tempdir().ok()?;
+    let script = dir.path().join("post.lua");
+    let head = format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.headers[\"Authorization\"] = \"Bearer {ADMIN}\"\n"
+    );
+    std::fs::write(&script, head + lua).ok()?;
     let out = Command::new("wrk")
-        .args(["-t1", "-c32", "-d5s", "-s"])
-        .arg(dir.path().join("post.lua"))
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output();
-    let _ = server.kill();
-    let _ = server.wait();
-    let text = String::from_utf8_lossy(&out.ok()?.stdout).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
+        .args(["-t1", &format!("-c{connections}")])
+        .arg(format!("-d{}s", secs.as_secs().max(1)))
+        .arg("-s")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let per_sec = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let mut failures = 0;
+    for line in text.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            failures += n.trim().parse::<u64>().unwrap_or(u64::MAX / 2);
+        }
+        if let Some(errors) = line.strip_prefix("Socket errors:") {
+            failures += errors
+                .split(',')
+                .filter_map(|e| e.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    Some(WrkRun { per_sec, failures })
+}
+
+/// The payload as a Lua long string (it holds quotes and newlines).
+fn lua_payload() -> String {
+    format!("[==[{}]==]", PAYLOAD.replace('\n', ""))
+}
+
+/// Single events with ids unique within the run, for wrk.
+fn lua_single_events(tenant: &str) -> String {
+    format!(
+        "local n = 0\nlocal payload = {}\nrequest = function()\n  n = n + 1\n  \
+         return wrk.format(nil, nil, nil, '{{\"id\":\"w' .. n .. '\",\"tenant\":\"{tenant}\",\
+         \"type\":\"fraud_detected\",\"payload\":' .. payload .. '}}')\nend\n",
+        lua_payload()
+    )
 }
 
 fn main() {
@@ -636,7 +732,12 @@ fn main() {
         None,
     ));
     rx.received.store(0, Ordering::Relaxed);
-    let nginx = wrk_nginx_baseline();
+    let nginx_bin = wrk_and_nginx();
+    let nginx_server = nginx_bin.as_deref().and_then(Nginx::start);
+    let nginx = nginx_server.as_ref().and_then(|n| {
+        let body = format!("wrk.body = {}\n", lua_payload());
+        wrk(&n.url, 32, secs.max(Duration::from_secs(5)), &body).map(|r| r.per_sec)
+    });
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "hookd e2e bench: {cpus} CPUs, {}s phases, storage.sync = true, payload {} bytes",
@@ -657,6 +758,162 @@ fn main() {
     }
 
     let receiver = (rx_url.as_str(), &rx);
+
+    // From a standing start: a fresh process, 200 warm-up events one at a time, then 32
+    // clients sending COLD_EVENTS back to back; ingest → receipt latency of those.
+    if on("cold") {
+        let hc = Hookd::start();
+        hc.endpoint("cold", &rx_url, Some(64));
+        let url = format!("{}/v1/events", hc.base);
+        let lat = rt.block_on(async {
+            let client = reqwest::Client::new();
+            for n in 0..COLD_WARMUP {
+                let r = post_json(&client, &url, timed_event("cold", &format!("w{n}")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+            while rx.received.load(Ordering::Relaxed) < COLD_WARMUP {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            rx.latencies_us.lock().unwrap().clear();
+            let per_client = COLD_EVENTS / 32;
+            let tasks: Vec<_> = (0..32)
+                .map(|c| {
+                    let (client, url) = (client.clone(), url.clone());
+                    tokio::spawn(async move {
+                        for n in 0..per_client {
+                            let r =
+                                post_json(&client, &url, timed_event("cold", &format!("c{c}-{n}")))
+                                    .send()
+                                    .await
+                                    .unwrap();
+                            assert_eq!(r.status(), 202);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while rx.latencies_us.lock().unwrap().len() < (per_client * 32) as usize
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            rx.latencies_us.lock().unwrap().clone()
+        });
+        let first: Vec<u64> = lat.iter().take(1000).copied().collect();
+        let mut all = lat;
+        all.sort_unstable();
+        let mut first = first;
+        first.sort_unstable();
+        table.note(
+            &format!("standing start, 32 clients, {} events: p50 ms", all.len()),
+            format!("{:.2}", percentile(&all, 0.50)),
+        );
+        table.note("  p99 ms", format!("{:.2}", percentile(&all, 0.99)));
+        table.note(
+            "  max ms; p99 of the first 1000 received, ms",
+            format!(
+                "{:.2}; {:.2}",
+                percentile(&all, 1.0),
+                percentile(&first, 0.99)
+            ),
+        );
+        rx.received.store(0, Ordering::Relaxed);
+    }
+
+    // Against wrk → nginx: wrk posting single events to hookd at the same 32 connections
+    // (fsync'd ingest, every response 202), and 100,000 events ingested in batches while
+    // hookd delivers them to nginx, timed until the last is delivered.
+    if on("wire") {
+        let hw = Hookd::start();
+        let paused = hw.endpoint("wire", &rx_url, Some(64));
+        hw.admin(
+            reqwest::Method::POST,
+            &format!("/v1/endpoints/{paused}/pause"),
+            None,
+        );
+        match wrk(
+            &format!("{}/v1/events", hw.base),
+            32,
+            secs.max(Duration::from_secs(5)),
+            &lua_single_events("wire"),
+        ) {
+            Some(run) => {
+                table.row(
+                    "wrk -t1 -c32 → hookd, single events (fsync'd), events/s",
+                    run.per_sec,
+                );
+                table.note("  … responses other than 2xx", run.failures);
+            }
+            None => eprintln!("wire: wrk did not run"),
+        }
+        drop(hw);
+        if let Some(n) = &nginx_server {
+            let hw = Hookd::start();
+            hw.endpoint("wire100k", &n.url, Some(64));
+            let body = batch_body("wire100k");
+            let started = Instant::now();
+            rt.block_on(async {
+                let client = reqwest::Client::new();
+                let next = Arc::new(AtomicU64::new(0));
+                let tasks: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (client, body, next, url) = (
+                            client.clone(),
+                            body.clone(),
+                            next.clone(),
+                            format!("{}/v1/events/batch", hw.base),
+                        );
+                        tokio::spawn(async move {
+                            loop {
+                                let n = next.fetch_add(1, Ordering::Relaxed);
+                                if n >= (WIRE_EVENTS / BATCH) as u64 {
+                                    break;
+                                }
+                                let r = post_json(&client, &url, body(n)).send().await.unwrap();
+                                assert_eq!(r.status(), 200);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            let ingested = started.elapsed();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let succeeded = r#"hookd_deliveries_total{endpoint"#;
+            let mut delivered = 0.0;
+            while Instant::now() < deadline {
+                delivered = hw
+                    .metric_lines(succeeded)
+                    .filter(|(l, _)| l.contains(r#"outcome="succeeded""#))
+                    .map(|(_, v)| v)
+                    .sum::<f64>();
+                if delivered >= WIRE_EVENTS as f64 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let took = started.elapsed();
+            table.row(
+                &format!(
+                    "end to end, {WIRE_EVENTS} events in batches → nginx, all delivered, events/s"
+                ),
+                delivered / took.as_secs_f64(),
+            );
+            table.note(
+                "  … ingest done after, s; last delivered after, s",
+                format!("{:.2}; {:.2}", ingested.as_secs_f64(), took.as_secs_f64()),
+            );
+        }
+    }
+
     let h = Hookd::start();
     if on("ingest") {
         // Ingest only: the tenant's endpoint is paused, so every event stores one delivery.
@@ -835,46 +1092,47 @@ fn main() {
 
     // Latency at a fixed moderate rate, ingest to receipt, with nothing else pending.
     if on("latency") {
+        // Three windows in a row, each with its own p99: one run's tail is not the next one's.
         h.endpoint("lat", &rx_url, None);
-        rx.latencies_us.lock().unwrap().clear();
         let lat_url = format!("{}/v1/events", h.base);
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
-            let end = Instant::now() + secs;
-            let mut n = 0u64;
-            let mut tasks = Vec::new();
-            while Instant::now() < end {
-                tick.tick().await;
-                n += 1;
-                let body = format!(
-                    r#"{{"id":"l{n}","tenant":"lat","type":"fraud_detected","payload":{{"sent_us":{},"p":{PAYLOAD}}}}}"#,
-                    now_micros()
-                );
-                let (client, url) = (client.clone(), lat_url.clone());
-                tasks.push(tokio::spawn(async move {
-                    let r = post_json(&client, &url, body.into_bytes())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 202);
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        let mut lat = rx.latencies_us.lock().unwrap().clone();
-        lat.sort_unstable();
-        table.note(
-            &format!("latency ingest → receipt at {LATENCY_RATE}/s, p50 ms"),
-            format!("{:.2}", percentile(&lat, 0.50)),
-        );
-        table.note(
-            &format!("  p99 ms ({} samples)", lat.len()),
-            format!("{:.2}", percentile(&lat, 0.99)),
-        );
+        for window in 1..=3 {
+            rx.latencies_us.lock().unwrap().clear();
+            rt.block_on(async {
+                let client = reqwest::Client::new();
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+                let end = Instant::now() + secs;
+                let mut n = 0u64;
+                let mut tasks = Vec::new();
+                while Instant::now() < end {
+                    tick.tick().await;
+                    n += 1;
+                    let body = timed_event("lat", &format!("l{window}-{n}"));
+                    let (client, url) = (client.clone(), lat_url.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let r = post_json(&client, &url, body).send().await.unwrap();
+                        assert_eq!(r.status(), 202);
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
+            std::thread::sleep(Duration::from_secs(1));
+            let mut lat = rx.latencies_us.lock().unwrap().clone();
+            lat.sort_unstable();
+            table.note(
+                &format!(
+                    "latency ingest → receipt at {LATENCY_RATE}/s, window {window}: p50 / p99 / max ms"
+                ),
+                format!(
+                    "{:.2} / {:.2} / {:.2}",
+                    percentile(&lat, 0.50),
+                    percentile(&lat, 0.99),
+                    percentile(&lat, 1.0)
+                ),
+            );
+        }
     }
     table.note(
         "hookd peak RSS (phases above), MB",

@@ -93,9 +93,19 @@ impl Store {
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_write_buffer_size(16 << 20);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_opts.clone()));
+        // Every new event is looked up in `idempotency` first and is almost never there: a
+        // bloom filter over the memtable answers "absent" without walking its skip list.
+        let mut idempotency_opts = cf_opts.clone();
+        idempotency_opts.set_memtable_whole_key_filtering(true);
+        idempotency_opts.set_memtable_prefix_bloom_ratio(0.05);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let opts = if *name == CF_IDEMPOTENCY {
+                idempotency_opts.clone()
+            } else {
+                cf_opts.clone()
+            };
+            ColumnFamilyDescriptor::new(*name, opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path.join("db"), cfs).map_err(|e| {
             let message = e.into_string();
             if message.contains("lock") || message.contains("Lock") {

@@ -39,6 +39,11 @@ impl Hookd {
         Self::start_in(tempfile::tempdir().expect("temp dir"), env, None)
     }
 
+    /// Starts hookd on the data directory `temp/data` left there (e.g. by an older build).
+    pub fn start_on(temp: tempfile::TempDir, env: &[(&str, &str)]) -> Hookd {
+        Self::start_in(temp, env, None)
+    }
+
     fn start_in(
         temp: tempfile::TempDir,
         env: &[(&str, &str)],
