@@ -857,6 +857,7 @@ fn main() {
             let hw = Hookd::start();
             hw.endpoint("wire100k", &n.url, Some(64));
             let body = batch_body("wire100k");
+            let cpu0 = hw.cpu_secs();
             let started = Instant::now();
             rt.block_on(async {
                 let client = reqwest::Client::new();
@@ -910,6 +911,10 @@ fn main() {
             table.note(
                 "  … ingest done after, s; last delivered after, s",
                 format!("{:.2}; {:.2}", ingested.as_secs_f64(), took.as_secs_f64()),
+            );
+            table.note(
+                "  … hookd CPU per event (ingest + delivery), µs",
+                format!("{:.0}", (hw.cpu_secs() - cpu0) * 1e6 / delivered.max(1.0)),
             );
         }
     }

@@ -71,6 +71,7 @@ fn new_event(n: u64, endpoint: EndpointId, payload: &str) -> NewEvent {
         expires_at: None,
         ordering: None,
         test: false,
+        attempt_log: Vec::new(),
     };
     NewEvent {
         event,

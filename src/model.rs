@@ -617,6 +617,10 @@ pub struct Delivery {
     /// A `POST /v1/endpoints/{id}/test` send: final once sent, never retried or recovered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+    /// Every attempt made so far, oldest first: stored inside the delivery's record
+    /// (`storage::codec`), so an attempt result is one write of one key.
+    #[serde(skip)]
+    pub attempt_log: Vec<Attempt>,
 }
 
 /// An ordered delivery's key and sequence number.

@@ -23,10 +23,11 @@ pub async fn get(
     let (delivery, attempts) = state
         .store
         .call(move |s| {
-            let Some(d) = s.get_delivery(id)? else {
+            let Some(mut d) = s.get_delivery(id)? else {
                 return Ok(None);
             };
-            Ok(Some((d, s.attempts(id)?)))
+            let attempts = std::mem::take(&mut d.attempt_log);
+            Ok(Some((d, attempts)))
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format!("delivery {id}")))?;

@@ -237,6 +237,7 @@ impl Router {
                         }
                     }),
                     test: false,
+                    attempt_log: Vec::new(),
                 })
                 .collect();
         let event = Event {

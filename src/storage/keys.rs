@@ -7,9 +7,11 @@ use crate::model::{DeliveryId, DeliveryStatus, EndpointId, EventKey, UnixMillis}
 pub const CF_ENDPOINTS: &str = "endpoints";
 /// Event key (time-ordered) → `Event` (JSON, payload raw).
 pub const CF_EVENTS: &str = "events";
-/// Delivery id → `Delivery` (JSON).
+/// Delivery id → `Delivery` with its attempts (see `storage::codec`; JSON without them when an
+/// earlier build wrote it).
 pub const CF_DELIVERIES: &str = "deliveries";
-/// Delivery id ‖ attempt n → `Attempt` (JSON).
+/// Delivery id ‖ attempt n → `Attempt` (JSON): written by earlier builds only, read for their
+/// deliveries until rewritten, removed by prune.
 pub const CF_ATTEMPTS: &str = "attempts";
 /// Endpoint id ‖ due time ‖ delivery id → the ingest commit number (8 bytes) or empty: one
 /// entry per pending delivery.

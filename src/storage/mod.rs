@@ -2,6 +2,8 @@
 //! that import RocksDB. Records live in one column family per kind (see [`keys`]).
 //!
 //! - `rocks`: the front door — opening, reads, endpoint records, queueing work for writers;
+//! - `codec`: the delivery record's layout (attempts inside it) and the upgrade path from
+//!   earlier builds' JSON records;
 //! - `writer`: the group-commit, WAL-sync and results writer threads;
 //! - [`Ordered`] (`ordered`): the one path by which a stored delivery changes;
 //! - [`health`]: storage faults, the probe, and when hookd gives up.
@@ -25,6 +27,7 @@
 //! Every method but [`Store::ingest`], [`Store::write_results`] and [`Store::ordered`] blocks on
 //! disk; async callers go through [`Store::call`].
 
+mod codec;
 pub mod health;
 pub mod keys;
 mod ordered;

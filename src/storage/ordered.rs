@@ -147,23 +147,18 @@ impl Ordered<'_> {
         old_due: Option<UnixMillis>,
     ) -> Result<(), StorageError> {
         let due_cf = self.cf(CF_DUE);
+        // The attempt goes inside the delivery's record: one key per result.
         batch.put_cf(
             self.cf(CF_DELIVERIES),
             delivery_key(delivery.id),
-            encode(delivery)?,
+            super::codec::encode_delivery(delivery, attempt)
+                .map_err(|e| StorageError::Engine(format!("encode delivery: {e}")))?,
         );
         batch.put_cf(
             self.cf(CF_ENDPOINT_DELIVERIES),
             endpoint_delivery_key(delivery.endpoint_id, delivery.id),
             [status_byte(delivery.status)],
         );
-        if let Some(a) = attempt {
-            batch.put_cf(
-                self.cf(CF_ATTEMPTS),
-                attempt_key(delivery.id, a.n),
-                encode(a)?,
-            );
-        }
         let new_due = match delivery.status {
             DeliveryStatus::Pending => delivery.next_attempt_at,
             _ => None,

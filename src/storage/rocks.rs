@@ -434,8 +434,15 @@ impl Store {
 
     // --- deliveries ------------------------------------------------------------------------
 
+    /// A delivery as stored, with its attempt log (see [`super::codec`]).
     pub fn get_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StorageError> {
-        self.get(CF_DELIVERIES, &delivery_key(id))
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_DELIVERIES), delivery_key(id))?
+        {
+            Some(bytes) => self.decode_delivery(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn get_deliveries(
@@ -447,13 +454,28 @@ impl Store {
             .batched_multi_get_cf(cf, ids.iter().map(|id| delivery_key(*id)), false)
             .into_iter()
             .map(|r| match r? {
-                Some(bytes) => decode(CF_DELIVERIES, &bytes).map(Some),
+                Some(bytes) => self.decode_delivery(&bytes).map(Some),
                 None => Ok(None),
             })
             .collect()
     }
 
-    pub fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>, StorageError> {
+    /// Decodes a `deliveries` record of any layout; one written by an earlier build gets its
+    /// attempts from their own records, so that its next write keeps them.
+    pub(super) fn decode_delivery(&self, bytes: &[u8]) -> Result<Delivery, StorageError> {
+        let (mut d, format) =
+            super::codec::decode_delivery(bytes).map_err(|e| StorageError::Corrupt {
+                cf: CF_DELIVERIES,
+                message: e.to_string(),
+            })?;
+        if format == super::codec::Format::Json {
+            d.attempt_log = self.legacy_attempts(d.id)?;
+        }
+        Ok(d)
+    }
+
+    /// The separate attempt records an earlier build wrote for a delivery.
+    fn legacy_attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>, StorageError> {
         let prefix = delivery_key(id);
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
@@ -571,8 +593,8 @@ impl Store {
         }
         let next = if more { ids.last().copied() } else { None };
         let mut out = Vec::with_capacity(ids.len());
-        for found in self.get_deliveries(&ids)?.into_iter().flatten() {
-            let attempts = self.attempts(found.id)?;
+        for mut found in self.get_deliveries(&ids)?.into_iter().flatten() {
+            let attempts = std::mem::take(&mut found.attempt_log);
             out.push((found, attempts));
         }
         Ok((out, next))

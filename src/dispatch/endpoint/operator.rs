@@ -323,6 +323,7 @@ fn test_event(endpoint: &Endpoint, event_type: String, now: UnixMillis) -> (Even
         expires_at: None,
         ordering: None,
         test: true,
+        attempt_log: Vec::new(),
     };
     (event, delivery)
 }
