@@ -281,6 +281,13 @@ impl Hookd {
         self.metric_lines(name).map(|(_, v)| v).sum()
     }
 
+    /// (WAL fsyncs so far, those that took longer than 5 ms), from the fsync histogram.
+    fn slow_syncs(&self) -> (f64, f64) {
+        let total = self.metric("hookd_storage_wal_sync_seconds_count");
+        let fast = self.metric(r#"hookd_storage_wal_sync_seconds_bucket{le="0.005"}"#);
+        (total, total - fast)
+    }
+
     /// The lines of `/metrics` starting with `name`, each with its value.
     fn metric_lines(&self, name: &str) -> impl Iterator<Item = (String, f64)> {
         let text = reqwest::blocking::get(format!("{}/metrics", self.base))
@@ -805,6 +812,15 @@ fn main() {
             }
             rx.latencies_us.lock().unwrap().clone()
         });
+        let syncs = hc.slow_syncs();
+        if debug {
+            let chunks: Vec<String> = lat
+                .chunks(100)
+                .take(30)
+                .map(|c| format!("{:.1}", *c.iter().max().unwrap_or(&0) as f64 / 1000.0))
+                .collect();
+            eprintln!("cold: max ms per 100 received: {}", chunks.join(" "));
+        }
         let first: Vec<u64> = lat.iter().take(1000).copied().collect();
         let mut all = lat;
         all.sort_unstable();
@@ -822,6 +838,10 @@ fn main() {
                 percentile(&all, 1.0),
                 percentile(&first, 0.99)
             ),
+        );
+        table.note(
+            "  WAL fsyncs, of them over 5 ms",
+            format!("{:.0}, {:.0}", syncs.0, syncs.1),
         );
         rx.received.store(0, Ordering::Relaxed);
     }
@@ -1102,6 +1122,7 @@ fn main() {
         let lat_url = format!("{}/v1/events", h.base);
         for window in 1..=3 {
             rx.latencies_us.lock().unwrap().clear();
+            let syncs0 = h.slow_syncs();
             rt.block_on(async {
                 let client = reqwest::Client::new();
                 let mut tick =
@@ -1136,6 +1157,11 @@ fn main() {
                     percentile(&lat, 0.99),
                     percentile(&lat, 1.0)
                 ),
+            );
+            let syncs = h.slow_syncs();
+            table.note(
+                "  WAL fsyncs in the window, of them over 5 ms",
+                format!("{:.0}, {:.0}", syncs.0 - syncs0.0, syncs.1 - syncs0.1),
             );
         }
     }

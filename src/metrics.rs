@@ -19,6 +19,11 @@ const DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
+/// WAL fsyncs: a fraction of a millisecond on a good disk, up to seconds on a struggling one.
+const SYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
+
 /// Waits before an attempt starts: from milliseconds (a free slot) to hours (a held backlog).
 const WAIT_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0,
@@ -142,6 +147,8 @@ pub struct Metrics {
     pub endpoint_state: StateGauge,
     pub oldest_pending_age: IntGaugeVec,
     pub storage_commits: IntCounter,
+    /// How long each WAL fsync took: tells a slow disk from a slow hookd.
+    pub storage_wal_sync: Histogram,
     pub storage_committed_events: IntCounter,
     pub storage_errors: IntCounterVec,
     pub ingest_rejected: IntCounterVec,
@@ -254,6 +261,17 @@ impl Metrics {
         registry
             .register(Box::new(storage_commits.clone()))
             .expect("unique metric");
+        let storage_wal_sync = Histogram::with_opts(
+            HistogramOpts::new(
+                "hookd_storage_wal_sync_seconds",
+                "Duration of each WAL fsync that acknowledges a group commit.",
+            )
+            .buckets(SYNC_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(storage_wal_sync.clone()))
+            .expect("unique metric");
         let storage_committed_events = IntCounter::new(
             "hookd_storage_committed_events_total",
             "Events acknowledged by those commits; the ratio to commits is the group-commit batch size.",
@@ -314,6 +332,7 @@ impl Metrics {
                 &["endpoint"],
             ),
             storage_commits,
+            storage_wal_sync,
             storage_committed_events,
             storage_errors: {
                 let c = counter(

@@ -301,6 +301,7 @@ fn sync_loop(store: Store, rx: crossbeam_channel::Receiver<Written>, hand_over: 
         groups.extend(rx.try_iter());
         let synced = {
             let _busy = store.health.busy(Busy::Sync);
+            let _timer = METRICS.storage_wal_sync.start_timer();
             store.sync_wal()
         };
         if synced.is_ok() {
