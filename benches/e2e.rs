@@ -1,14 +1,21 @@
 //! End-to-end load bench: a release hookd (RocksDB in a temp dir, `storage.sync = true`) and a
 //! fast actix-web receiver on 127.0.0.1, driven by an HTTP client in this process.
 //!
-//! Reports ingest events/s (single events at 64 connections, and batches), delivered events/s
-//! end to end, ingest-to-receipt latency at a fixed moderate rate, hookd's peak RSS, and the same
-//! client → receiver loop without hookd as the loopback baseline, with each figure's ratio to it.
+//! Two baselines, and every figure's ratio to both: the same client posting the same events
+//! straight to the receiver (loopback), and the hardest honest one, `wrk -t1 -c32` posting the
+//! same body to nginx answering `return 200` (Debian's `wrk` and `nginx-light`, installed when
+//! missing).
 //!
-//! `cargo bench --bench e2e` (about 2 min). `E2E_BENCH_SECS` sets each phase's length;
+//! Reports ingest events/s (single events at 64 connections, and batches; wrk → hookd at 32
+//! connections), delivered events/s end to end (100,000 batch-ingested events delivered to nginx;
+//! open loop; sustained), latency from a standing start and at a fixed moderate rate (with the
+//! WAL fsyncs that took over 5 ms, to tell the disk from hookd), a 1,000,000-event backlog
+//! (RSS, restart, drain) and hookd's peak RSS.
+//!
+//! `cargo bench --bench e2e` (about 6 min). `E2E_BENCH_SECS` sets each phase's length;
 //! `E2E_PHASES=e2e,sustained` runs only those phases (see [`PHASES`]);
-//! `E2E_DEBUG=1` prints queue progress during the drain and batch phases; `E2E_HOOKD_BIN=path`
-//! benches another hookd binary.
+//! `E2E_DEBUG=1` prints queue progress during the drain and batch phases and the standing
+//! start's latency by arrival; `E2E_HOOKD_BIN=path` benches another hookd binary.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
