@@ -32,8 +32,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Talk to a running hookd: status, endpoints, deliveries, recover, events, tail, receive.
+    /// Talk to a running hookd: status, endpoints, deliveries, recover, events, backup, tail,
+    /// receive.
     Ctl(Box<hookd::ctl::CtlArgs>),
+    /// Install a backup (from `hookd ctl backup`) as storage.path, which must be empty or
+    /// missing; run it with the daemon stopped, then start hookd.
+    Restore {
+        /// The backup directory
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the man page (roff) on stdout.
     Man,
 }
@@ -92,6 +102,29 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             ExitCode::from(hookd::ctl::run(*args) as u8)
+        }
+        Command::Restore { from, config } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hookd: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match hookd::storage::backup::restore(&from, &config.storage.path) {
+                Ok((files, bytes)) => {
+                    println!(
+                        "restored {} into {} ({files} files, {bytes} bytes); start hookd to deliver what it holds",
+                        from.display(),
+                        config.storage.path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hookd: restore: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command());

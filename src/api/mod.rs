@@ -2,6 +2,7 @@
 //! resources (`events`, `endpoints`, `deliveries`); they validate input completely before anything
 //! is stored, so a bad request never changes state, and every error is JSON ([`ApiError`]).
 
+mod admin;
 mod auth;
 pub mod console;
 mod deliveries;
@@ -162,6 +163,7 @@ api_routes! {
     post "/v1/endpoints/{id}/recover" => endpoints::recover,
     get "/v1/deliveries/{id}" => deliveries::get,
     post "/v1/deliveries/{id}/retry" => deliveries::retry,
+    post "/v1/admin/backup" => admin::backup,
 }
 
 /// The routes whose pattern `path` is. A path that is some route's literal pattern

@@ -40,6 +40,7 @@ use super::views;
         super::endpoints::recover,
         super::deliveries::get,
         super::deliveries::retry,
+        super::admin::backup,
     ),
     components(schemas(views::ErrorBody, crate::model::EndpointSpec)),
     modifiers(&BearerAuth),

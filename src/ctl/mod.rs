@@ -66,6 +66,11 @@ pub enum CtlCommand {
     /// Events: show, send
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Have the daemon write an online, consistent backup into DIR (a new directory on its host)
+    Backup {
+        /// Where the backup goes: must not exist yet; its parent must, writable by hookd
+        dir: std::path::PathBuf,
+    },
     /// Follow attempts and endpoint state changes as they happen, until interrupted
     Tail {
         #[arg(long)]
@@ -310,6 +315,29 @@ fn execute(args: &CtlArgs) -> Result<(), CtlError> {
             Ok(())
         }
         CtlCommand::Events(c) => events(&api, c, json),
+        CtlCommand::Backup { dir } => {
+            // The daemon resolves paths against its own working directory: send an absolute one.
+            let dir = std::path::absolute(dir).map_err(|e| {
+                CtlError::Usage(format!(
+                    "backup: cannot make {} absolute: {e}",
+                    dir.display()
+                ))
+            })?;
+            let v = api.post(
+                "/v1/admin/backup",
+                Some(&json!({"path": dir.display().to_string()})),
+            )?;
+            emit(json, &v, || {
+                println!(
+                    "backup written to {} ({} files, {} bytes, {} ms)",
+                    v["path"].as_str().unwrap_or("?"),
+                    v["files"],
+                    v["bytes"],
+                    v["took_ms"]
+                );
+            });
+            Ok(())
+        }
         CtlCommand::Tail { endpoint, tenant } => {
             receive::tail(&api, endpoint.as_deref(), tenant.as_deref(), json)
         }

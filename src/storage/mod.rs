@@ -6,7 +6,8 @@
 //!   earlier builds' JSON records;
 //! - `writer`: the group-commit, WAL-sync and results writer threads;
 //! - [`Ordered`] (`ordered`): the one path by which a stored delivery changes;
-//! - [`health`]: storage faults, the probe, and when hookd gives up.
+//! - [`health`]: storage faults, the probe, and when hookd gives up;
+//! - [`backup`]: online checkpoints and restoring one into an empty data directory.
 //!
 //! Invariants:
 //! - an event, its idempotency key, its deliveries and their due entries are written in one
@@ -27,6 +28,7 @@
 //! Every method but [`Store::ingest`], [`Store::write_results`] and [`Store::ordered`] blocks on
 //! disk; async callers go through [`Store::call`].
 
+pub mod backup;
 mod codec;
 pub mod health;
 pub mod keys;

@@ -434,7 +434,7 @@ impl Store {
 
     // --- deliveries ------------------------------------------------------------------------
 
-    /// A delivery as stored, with its attempt log (see [`super::codec`]).
+    /// A delivery as stored, with its attempt log (its layout: `storage/codec.rs`).
     pub fn get_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StorageError> {
         match self
             .db
