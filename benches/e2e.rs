@@ -410,6 +410,32 @@ fn timed_event(tenant: &str, id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Posts `body(0)` … `body(batches - 1)` to `url` over 4 connections, as fast as they are
+/// answered (each one 200).
+async fn post_batches(url: String, body: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>, batches: u64) {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, body, next, url) =
+                (client.clone(), body.clone(), next.clone(), url.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= batches {
+                        break;
+                    }
+                    let r = post_json(&client, &url, body(n)).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 fn event_body(tenant: &'static str) -> Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync> {
     Arc::new(move |n| {
         format!(
@@ -886,33 +912,11 @@ fn main() {
             let body = batch_body("wire100k");
             let cpu0 = hw.cpu_secs();
             let started = Instant::now();
-            rt.block_on(async {
-                let client = reqwest::Client::new();
-                let next = Arc::new(AtomicU64::new(0));
-                let tasks: Vec<_> = (0..4)
-                    .map(|_| {
-                        let (client, body, next, url) = (
-                            client.clone(),
-                            body.clone(),
-                            next.clone(),
-                            format!("{}/v1/events/batch", hw.base),
-                        );
-                        tokio::spawn(async move {
-                            loop {
-                                let n = next.fetch_add(1, Ordering::Relaxed);
-                                if n >= (WIRE_EVENTS / BATCH) as u64 {
-                                    break;
-                                }
-                                let r = post_json(&client, &url, body(n)).send().await.unwrap();
-                                assert_eq!(r.status(), 200);
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-            });
+            rt.block_on(post_batches(
+                format!("{}/v1/events/batch", hw.base),
+                body,
+                (WIRE_EVENTS / BATCH) as u64,
+            ));
             let ingested = started.elapsed();
             let deadline = Instant::now() + Duration::from_secs(120);
             let succeeded = r#"hookd_deliveries_total{endpoint"#;
@@ -1377,34 +1381,11 @@ fn main() {
             &format!("/v1/endpoints/{backlog_id}/pause"),
             None,
         );
-        rt.block_on(async {
-            let client = reqwest::Client::new();
-            let body = batch_body("backlog");
-            let next = Arc::new(AtomicU64::new(0));
-            let tasks: Vec<_> = (0..4)
-                .map(|_| {
-                    let (client, body, next, url) = (
-                        client.clone(),
-                        body.clone(),
-                        next.clone(),
-                        format!("{}/v1/events/batch", h.base),
-                    );
-                    tokio::spawn(async move {
-                        loop {
-                            let n = next.fetch_add(1, Ordering::Relaxed);
-                            if n >= (BACKLOG_EVENTS / BATCH) as u64 {
-                                break;
-                            }
-                            let r = post_json(&client, &url, body(n)).send().await.unwrap();
-                            assert_eq!(r.status(), 200);
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
+        rt.block_on(post_batches(
+            format!("{}/v1/events/batch", h.base),
+            batch_body("backlog"),
+            (BACKLOG_EVENTS / BATCH) as u64,
+        ));
         let backlog_pending = h.metric("hookd_queue_depth");
         let backlog_rss = h.rss_mb("VmRSS:");
         let backlog_peak = h.peak_rss_mb();
