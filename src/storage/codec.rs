@@ -2,7 +2,8 @@
 //!
 //! A delivery and every attempt made of it are one record in `deliveries`: a version byte, then
 //! the fields in postcard (varints, no field names). One record per delivery means one key per
-//! attempt result instead of two, and a fifth of the bytes of the JSON it replaces.
+//! attempt result instead of two, and about a quarter of the bytes of the JSON it replaces (a
+//! delivered delivery with one attempt: 117 bytes against 330 + 113 for its two JSON records).
 //!
 //! Upgrade path: records written by earlier builds are JSON (their first byte is `{`), with
 //! each attempt a separate JSON record in `attempts`. They still decode ([`Format::Json`]); the
@@ -219,6 +220,9 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<(Delivery, Format), CodecError> {
 mod tests {
     use super::*;
 
+    /// A delivered delivery as an earlier build wrote it (tests/fixtures/data-json-records.tar.gz).
+    const FIXTURE_RECORD: &[u8] = br#"{"id":"dlv_01M8TQWFMF9DFMXBMWP7WNN20M","endpoint_id":"ep_01M8TQWFM6BD0785136WXHQ9TB","event_key":"evk_01M8TQWFMF4KF3VR6QC5KKVM8Q","event_id":"fx-done-1","event_type":"fraud_detected","tenant":"fx-done","status":"succeeded","attempts":1,"retries_used":0,"next_attempt_at":null,"created_at":1796193795727,"updated_at":1796193795730}"#;
+
     fn delivery() -> Delivery {
         Delivery {
             id: DeliveryId::new(),
@@ -319,8 +323,8 @@ mod tests {
         let mut expected = d;
         expected.attempt_log.clear();
         same(&expected, &back);
-        // As an earlier build wrote it (from tests/fixtures/data-json-records.tar.gz).
-        let old = br#"{"id":"dlv_01M8TQWFMF9DFMXBMWP7WNN20M","endpoint_id":"ep_01M8TQWFM6BD0785136WXHQ9TB","event_key":"evk_01M8TQWFMF4KF3VR6QC5KKVM8Q","event_id":"fx-done-1","event_type":"fraud_detected","tenant":"fx-done","status":"succeeded","attempts":1,"retries_used":0,"next_attempt_at":null,"created_at":1796193795727,"updated_at":1796193795730}"#;
+        // As an earlier build wrote it.
+        let old = FIXTURE_RECORD;
         let (old, _) = decode_delivery(old).unwrap();
         assert_eq!(old.status, DeliveryStatus::Succeeded);
         assert_eq!((old.attempts, old.expires_at, old.test), (1, None, false));
@@ -336,6 +340,19 @@ mod tests {
                 .sum::<usize>();
         let v1 = encode_delivery(&d, None).unwrap().len();
         assert!(v1 * 2 < json, "{v1} bytes against {json} as JSON");
+        // The module doc's figure: a delivered delivery of the fixture with one attempt.
+        let (mut done, _) = decode_delivery(FIXTURE_RECORD).unwrap();
+        let attempt = br#"{"n":1,"at":1796193795729,"status_code":200,"result":"success","duration_ms":1,"error":null,"response_body":null}"#;
+        done.attempt_log
+            .push(serde_json::from_slice(attempt).unwrap());
+        assert_eq!(
+            (
+                encode_delivery(&done, None).unwrap().len(),
+                FIXTURE_RECORD.len(),
+                attempt.len()
+            ),
+            (117, 330, 113)
+        );
     }
 
     #[test]
