@@ -122,16 +122,15 @@ pub fn restore(from: &Path, storage_path: &Path) -> Result<(usize, u64), BackupE
     std::fs::create_dir(&db)?;
     let mut files = 0;
     let mut bytes = 0;
+    // Each copied file, then the directory, reaches the disk before the restore says it is done.
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         if entry.metadata()?.is_file() {
-            bytes += std::fs::copy(entry.path(), db.join(entry.file_name()))?;
+            let to = db.join(entry.file_name());
+            bytes += std::fs::copy(entry.path(), &to)?;
+            std::fs::File::open(&to)?.sync_all()?;
             files += 1;
         }
-    }
-    // Copied files reach the disk before the restore says it is done.
-    for entry in std::fs::read_dir(&db)? {
-        std::fs::File::open(entry?.path())?.sync_all()?;
     }
     std::fs::File::open(&db)?.sync_all()?;
     rocksdb::DB::list_cf(&rocksdb::Options::default(), &db)

@@ -53,6 +53,13 @@ pub enum CodecError {
     Result(u8),
 }
 
+/// Encoding never fails on a well-formed `Delivery`; should it, the write is refused whole.
+impl From<CodecError> for super::StorageError {
+    fn from(e: CodecError) -> Self {
+        super::StorageError::Engine(format!("delivery record: {e}"))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct DeliveryV1<'a> {
     id: [u8; 16],

@@ -151,8 +151,7 @@ impl Ordered<'_> {
         batch.put_cf(
             self.cf(CF_DELIVERIES),
             delivery_key(delivery.id),
-            super::codec::encode_delivery(delivery, attempt)
-                .map_err(|e| StorageError::Engine(format!("encode delivery: {e}")))?,
+            super::codec::encode_delivery(delivery, attempt)?,
         );
         batch.put_cf(
             self.cf(CF_ENDPOINT_DELIVERIES),

@@ -383,11 +383,6 @@ impl Sequences {
     }
 }
 
-fn encode_delivery(d: &crate::model::Delivery) -> Result<Vec<u8>, StorageError> {
-    super::codec::encode_delivery(d, None)
-        .map_err(|e| StorageError::Engine(format!("encode delivery: {e}")))
-}
-
 /// Writes one group of ingest requests without fsync, its `due` entries marked with `seq`,
 /// giving ordered deliveries their sequence numbers; returns each request's outcomes and how
 /// many events were stored.
@@ -441,7 +436,7 @@ fn commit(
                 batch.put_cf(
                     store.cf(CF_DELIVERIES),
                     delivery_key(d.id),
-                    encode_delivery(d)?,
+                    super::codec::encode_delivery(d, None)?,
                 );
                 batch.put_cf(
                     store.cf(CF_ENDPOINT_DELIVERIES),
