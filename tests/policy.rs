@@ -335,7 +335,7 @@ fn bad_deadlines_are_refused_naming_the_field() {
 
 /// A receiver that answers each request, at random, 200 (70 %), 500 (10 %), not at all until
 /// the sender gives up (10 %), or with a connection reset (10 %), and records what it
-/// accepted: (ordering key, sequence, event id), in the order it answered 200.
+/// accepted: (ordering key, sequence, event id), in the order it took them (each logged before its 200).
 struct Unreliable {
     url: String,
     accepted: Arc<Mutex<Vec<(String, u64, String)>>>,
@@ -396,13 +396,10 @@ fn serve_unreliably(
             return;
         }
         match next() {
+            // Logged before the answer: once hookd reads the 200 it may send the key's next
+            // delivery on another connection, whose thread must not log ahead of this one.
+            // A 200 that cannot be written is an at-least-once resend of the same sequence.
             0..=69 => {
-                if conn
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    .is_err()
-                {
-                    return;
-                }
                 log.lock().unwrap().push((
                     header("x-webhook-ordering-key").unwrap_or_default(),
                     header("x-webhook-sequence")
@@ -410,6 +407,12 @@ fn serve_unreliably(
                         .unwrap_or(0),
                     header("webhook-id").unwrap_or_default(),
                 ));
+                if conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
             }
             70..=79 => {
                 if conn
