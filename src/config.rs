@@ -37,6 +37,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub events: EventsConfig,
     pub operator: OperatorConfig,
+    /// Where events come from besides the HTTP API; none by default.
+    #[serde(default)]
+    pub source: SourceConfig,
     pub log: LogConfig,
 }
 
@@ -140,6 +143,115 @@ impl OperatorConfig {
     /// The tenant operator events go to, when they are on.
     pub fn tenant(&self) -> Option<&str> {
         (!self.tenant.is_empty()).then_some(self.tenant.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `[source.nats]`: a JetStream stream read through a durable pull consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsConfig>,
+}
+
+/// `[source.nats]` (API.md §15). Only `stream` is required.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// The server (or a comma-separated list of a cluster's servers).
+    #[serde(default = "NatsConfig::default_url")]
+    pub url: String,
+    /// The stream events are published to; hookd does not create it.
+    pub stream: String,
+    /// The subjects of the stream this host takes (a filter, wildcards allowed); empty: all.
+    #[serde(default)]
+    pub subject: String,
+    /// The durable consumer's name: one per host, kept by JetStream across restarts.
+    #[serde(default = "NatsConfig::default_durable")]
+    pub durable: String,
+    /// How long JetStream waits for hookd's acknowledgement before redelivering a message.
+    #[serde(default = "NatsConfig::default_ack_wait", with = "humantime_serde")]
+    pub ack_wait: Duration,
+}
+
+impl NatsConfig {
+    fn default_url() -> String {
+        "nats://127.0.0.1:4222".to_string()
+    }
+
+    fn default_durable() -> String {
+        "hookd".to_string()
+    }
+
+    fn default_ack_wait() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    /// The first rule `value` breaks as a JetStream stream or consumer name.
+    fn check_name(value: &str) -> Result<(), String> {
+        if value.is_empty() || value.len() > 255 {
+            return Err("must be 1 to 255 characters".into());
+        }
+        match value
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(*c))
+        {
+            Some(c) => Err(format!("{c:?} is not allowed in a JetStream name")),
+            None => Ok(()),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if self.url.trim().is_empty() {
+            return invalid("source.nats.url", "must not be empty".into());
+        }
+        if let Some(bad) =
+            self.url.split(',').map(str::trim).find(|u| {
+                !(u.starts_with("nats://") || u.starts_with("tls://") || !u.contains("://"))
+            })
+        {
+            return invalid(
+                "source.nats.url",
+                format!("{bad:?}: the scheme must be nats:// or tls://"),
+            );
+        }
+        if let Err(m) = Self::check_name(&self.stream) {
+            return invalid("source.nats.stream", format!("{:?}: {m}", self.stream));
+        }
+        if let Err(m) = Self::check_name(&self.durable) {
+            return invalid("source.nats.durable", format!("{:?}: {m}", self.durable));
+        }
+        if self
+            .subject
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+            || self.subject.split('.').any(str::is_empty) && !self.subject.is_empty()
+        {
+            return invalid(
+                "source.nats.subject",
+                format!("{:?} is not a NATS subject", self.subject),
+            );
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return invalid("source.nats.ack_wait", "must be at least 1s".into());
+        }
+        Ok(())
+    }
+
+    /// `url` with any user and password replaced by "***", for logs and `/readyz`.
+    pub fn masked_url(&self) -> String {
+        self.url
+            .split(',')
+            .map(|u| match (u.find("://"), u.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}***{}", &u[..scheme + 3], &u[at..])
+                }
+                _ => u.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -295,6 +407,9 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &e.to_string());
         }
+        if let Some(nats) = &self.source.nats {
+            nats.validate()?;
+        }
         for (key, tokens) in [
             ("auth.admin_tokens", &self.auth.admin_tokens),
             ("auth.ingest_tokens", &self.auth.ingest_tokens),
@@ -316,6 +431,9 @@ impl Config {
             .chain(masked.auth.ingest_tokens.iter_mut())
         {
             *t = "***".to_string();
+        }
+        if let Some(nats) = &mut masked.source.nats {
+            nats.url = nats.masked_url();
         }
         // invariant: every field is TOML-representable (no maps with non-string keys, no None).
         toml_string(&masked)
@@ -446,5 +564,56 @@ mod tests {
         assert!(!text.contains("super-secret-token"));
         assert!(text.contains("***"));
         assert!(text.contains("[delivery]"));
+    }
+
+    fn with_nats(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+    }
+
+    #[test]
+    fn a_nats_source_needs_only_its_stream() {
+        assert!(Config::defaults().source.nats.is_none());
+        let c = with_nats("[source.nats]\nstream = \"EVENTS\"\n").unwrap();
+        let n = c.source.nats.unwrap();
+        assert_eq!(n.url, "nats://127.0.0.1:4222");
+        assert_eq!((n.durable.as_str(), n.subject.as_str()), ("hookd", ""));
+        assert_eq!(n.ack_wait, Duration::from_secs(30));
+        let e = with_nats("[source.nats]\nurl = \"nats://x:4222\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream"), "{e}");
+    }
+
+    #[test]
+    fn bad_nats_values_name_the_key() {
+        for (toml, key) in [
+            ("stream = \"EV.ENTS\"", "source.nats.stream"),
+            ("stream = \"E\"\ndurable = \"a b\"", "source.nats.durable"),
+            (
+                "stream = \"E\"\nsubject = \"events..a\"",
+                "source.nats.subject",
+            ),
+            (
+                "stream = \"E\"\nack_wait = \"10ms\"",
+                "source.nats.ack_wait",
+            ),
+            ("stream = \"E\"\nurl = \"http://h:4222\"", "source.nats.url"),
+        ] {
+            let e = with_nats(&format!("[source.nats]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn masked_toml_hides_nats_credentials() {
+        let c = with_nats(
+            "[source.nats]\nstream = \"E\"\nurl = \"nats://hookd:s3cret@a:4222,nats://b:4222\"\n",
+        )
+        .unwrap();
+        let text = c.to_masked_toml();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("nats://***@a:4222,nats://b:4222"), "{text}");
     }
 }

@@ -25,3 +25,17 @@ pub fn relay_delay() -> Option<std::time::Duration> {
         })
         .map(std::time::Duration::from_millis)
 }
+
+/// `FAILPOINT_SOURCE_STORE_DELAY_MS=N`: a source waits N ms between taking a chunk of messages
+/// and storing it, widening the window in which messages are received and not yet stored (a
+/// kill then must leave them unacknowledged).
+pub fn source_store_delay() -> Option<std::time::Duration> {
+    static ARMED: OnceLock<Option<u64>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            std::env::var("FAILPOINT_SOURCE_STORE_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .map(std::time::Duration::from_millis)
+}

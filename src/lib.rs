@@ -33,12 +33,14 @@ pub mod dispatch;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod filter;
+pub mod intake;
 pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod operator;
 pub mod rules;
 pub mod schemas;
+pub mod source;
 pub mod storage;
 pub mod stream;
 
@@ -72,6 +74,8 @@ pub enum RunError {
     Server(#[from] std::io::Error),
     #[error("{0}")]
     Schemas(String),
+    #[error("nats source: cannot start its thread: {0}")]
+    Source(std::io::Error),
     #[error("storage cannot write and did not recover; exiting for a restart")]
     StorageFailed,
 }
@@ -367,6 +371,11 @@ pub async fn run(
         supervisor: parking_lot::RwLock::new(None),
         feed: feed.clone(),
         started_at: std::time::Instant::now(),
+        nats: config
+            .source
+            .nats
+            .as_ref()
+            .map(|_| Arc::new(source::SourceStatus::default())),
     });
 
     let app_state = state.clone();
@@ -389,6 +398,14 @@ pub async fn run(
         opener.open();
     }
     state.ready.store(true, Ordering::Release);
+    // After recovery, like HTTP intake: what it stores is handed to running actors.
+    let nats = match (&config.source.nats, &state.nats) {
+        (Some(nats), Some(status)) => Some(
+            source::nats::NatsSource::start(nats.clone(), state.clone(), status.clone())
+                .map_err(RunError::Source)?,
+        ),
+        _ => None,
+    };
     tracing::info!(
         endpoints = recovered.endpoints,
         pending = recovered.pending,
@@ -427,6 +444,9 @@ pub async fn run(
     tracing::info!(grace = ?grace, "shutting down: intake stopped, finishing in-flight attempts");
     notify::notify("STOPPING=1");
     state.stopping.store(true, Ordering::Release);
+    if let Some(nats) = nats {
+        nats.stop(grace).await;
+    }
     feed.close();
     server_handle.stop(true).await;
     let _ = server_task.await;

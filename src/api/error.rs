@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::dispatch::EndpointChangeError;
+use crate::intake::IntakeError;
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone)]
@@ -94,6 +95,17 @@ impl From<StorageError> for ApiError {
         }
         tracing::error!(error = %e, "storage error while serving a request");
         ApiError::unavailable("storage_unavailable", e.to_string())
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Invalid { field, message } => ApiError::invalid(&field, message),
+            IntakeError::UnknownType(m) => ApiError::bad_request("unknown_event_type", m),
+            IntakeError::SchemaViolation(m) => ApiError::bad_request("schema_violation", m),
+            IntakeError::TooLarge(m) => ApiError::too_large(m),
+        }
     }
 }
 

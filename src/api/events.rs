@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::views::{
     BatchItem, BatchResults, ErrorBody, EventDelivery, EventType, EventTypes, EventView, Ingested,
@@ -12,41 +12,15 @@ use super::views::{
 
 use super::auth::Scope;
 use super::{parse_json, parse_query, read_json_body, ApiError, AppState};
-use crate::canonical;
-use crate::dispatch::Incoming;
+use crate::intake::{EventIn, Rules};
 use crate::metrics::METRICS;
-use crate::model::{check_identifier, now_millis, rfc3339, DeliveryId, UnixMillis};
+use crate::model::{now_millis, rfc3339, DeliveryId};
 use crate::storage::{IngestOutcome, NewEvent};
 
 /// Most events in one batch request.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 /// Room in a single-event request body for everything around the payload.
 const ENVELOPE_BYTES: usize = 16 * 1024;
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventIn {
-    /// Made by hookd (`evt_<ulid>`) when absent; unique per tenant within retention.
-    #[serde(default)]
-    #[schema(value_type = Option<crate::rules::Identifier>)]
-    id: Option<String>,
-    #[serde(rename = "type")]
-    #[schema(value_type = crate::rules::Identifier)]
-    event_type: String,
-    #[schema(value_type = crate::rules::Identifier)]
-    tenant: String,
-    /// Any JSON object up to `events.max_payload_bytes`.
-    #[schema(value_type = Object)]
-    payload: Map<String, Value>,
-    /// Its deliveries expire if not succeeded by then.
-    #[serde(default)]
-    #[schema(value_type = Option<crate::rules::Rfc3339String>)]
-    expires_at: Option<String>,
-    /// Deliveries to an ordered endpoint with the same key go one at a time, in order.
-    #[serde(default)]
-    #[schema(value_type = Option<crate::rules::Identifier>)]
-    ordering_key: Option<String>,
-}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -57,92 +31,18 @@ pub struct BatchIn {
     events: Vec<Box<RawValue>>,
 }
 
-/// Validates one event and gives it its deliveries; `field` prefixes error messages.
-/// `catalogue` and `schemas` are the request's view of `events.types` and `events.schemas`
-/// (read once per request, so a batch sees one version of both).
-fn prepare(
-    state: &AppState,
-    catalogue: &[String],
-    schemas: &crate::schemas::Schemas,
-    mut input: EventIn,
-    field: &str,
-    now: UnixMillis,
-) -> Result<NewEvent, ApiError> {
-    let name = |f: &str| {
-        if field.is_empty() {
-            f.to_string()
-        } else {
-            format!("{field}.{f}")
-        }
-    };
-    let id = match input.id {
-        Some(id) => {
-            check_identifier(&id).map_err(|m| ApiError::invalid(&name("id"), m))?;
-            id
-        }
-        None => format!("evt_{}", crate::model::new_ulid()),
-    };
-    check_identifier(&input.tenant).map_err(|m| ApiError::invalid(&name("tenant"), m))?;
-    check_identifier(&input.event_type).map_err(|m| ApiError::invalid(&name("type"), m))?;
-    if !catalogue.is_empty() && !catalogue.contains(&input.event_type) {
-        return Err(ApiError::bad_request(
-            "unknown_event_type",
-            format!(
-                "{}: {:?} is not in the event catalogue (events.types)",
-                name("type"),
-                input.event_type
-            ),
-        ));
+/// The rules a request's events are checked against: the configuration in force now.
+fn rules<'a>(
+    state: &'a AppState,
+    catalogue: &'a [String],
+    schemas: &'a crate::schemas::Schemas,
+) -> Rules<'a> {
+    Rules {
+        router: &state.router,
+        max_payload_bytes: state.config.events.max_payload_bytes,
+        catalogue,
+        schemas,
     }
-    if let Some(schema) = schemas.get(&input.event_type) {
-        // Validated as a Value without copying the payload: moved in and back out.
-        let payload = Value::Object(std::mem::take(&mut input.payload));
-        let checked = schema.check(&payload);
-        if let Value::Object(m) = payload {
-            input.payload = m;
-        }
-        if let Err((path, message)) = checked {
-            let path = if field.is_empty() {
-                path
-            } else {
-                format!("{field}.{path}")
-            };
-            return Err(ApiError::bad_request(
-                "schema_violation",
-                format!("{path}: {message}"),
-            ));
-        }
-    }
-    let body = canonical::object_to_string(&input.payload);
-    let max = state.config.events.max_payload_bytes;
-    if body.len() > max {
-        return Err(ApiError::too_large(format!(
-            "{}: {} bytes is larger than events.max_payload_bytes ({max})",
-            name("payload"),
-            body.len()
-        )));
-    }
-    let expires_at = match &input.expires_at {
-        Some(at) => Some(
-            crate::rules::rfc3339_millis(at)
-                .map_err(|m| ApiError::invalid(&name("expires_at"), m))?,
-        ),
-        None => None,
-    };
-    if let Some(k) = &input.ordering_key {
-        check_identifier(k).map_err(|m| ApiError::invalid(&name("ordering_key"), m))?;
-    }
-    let incoming = Incoming {
-        id,
-        tenant: input.tenant,
-        event_type: input.event_type,
-        expires_at,
-        ordering_key: input.ordering_key,
-    };
-    state
-        .router
-        .fan_out(incoming, &input.payload, body, now)
-        .map_err(|e| ApiError::invalid(&name("payload"), e))
 }
 
 fn ingested(id: String, outcome: IngestOutcome) -> Ingested {
@@ -206,14 +106,7 @@ async fn ingest_one(
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
     let catalogue = state.catalogue();
-    let new = prepare(
-        &state,
-        &catalogue,
-        &state.schemas(),
-        input,
-        "",
-        now_millis(),
-    )?;
+    let new = rules(&state, &catalogue, &state.schemas()).prepare(input, "", now_millis())?;
     let (id, event_type) = (new.event.id.clone(), new.event.event_type.clone());
     // Once the store has it, the writer hands the deliveries over whether or not this request
     // is still there to see the answer.
@@ -261,13 +154,14 @@ async fn ingest_many(
     let now = now_millis();
     let catalogue = state.catalogue();
     let schemas = state.schemas();
+    let rules = rules(&state, &catalogue, &schemas);
     let mut results: Vec<Option<BatchItem>> = (0..batch.events.len()).map(|_| None).collect();
     let mut accepted: Vec<(usize, String, String)> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();
     for (i, raw) in batch.events.iter().enumerate() {
         let field = format!("events[{i}]");
         let prepared = parse_json::<EventIn>(raw.get().as_bytes(), &field)
-            .and_then(|input| prepare(&state, &catalogue, &schemas, input, &field, now));
+            .and_then(|input| Ok(rules.prepare(input, &field, now)?));
         match prepared {
             Ok(new) => {
                 accepted.push((i, new.event.id.clone(), new.event.event_type.clone()));

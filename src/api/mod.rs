@@ -49,6 +49,8 @@ pub struct AppState {
     pub supervisor: parking_lot::RwLock<Option<Addr<Supervisor>>>,
     pub feed: Arc<crate::stream::Feed>,
     pub started_at: std::time::Instant,
+    /// `[source.nats]`'s health, when it is configured.
+    pub nats: Option<Arc<crate::source::SourceStatus>>,
 }
 
 impl AppState {
@@ -274,7 +276,7 @@ async fn healthz() -> HttpResponse {
 }
 
 /// Ready: recovered, not shutting down, and storage can write (no fault being ridden out, no
-/// writer stuck in an fsync).
+/// writer stuck in an fsync). The body reports each configured source (API.md §15).
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses((status = 200, body = views::Health), (status = 503, body = views::ErrorBody)))]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -285,7 +287,15 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "storage cannot write at the moment; new events are refused",
         ));
     }
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    // A source that is down does not make hookd unready: the HTTP API still takes events.
+    let sources = state
+        .nats
+        .as_ref()
+        .map(|nats| views::Sources { nats: nats.view() });
+    Ok(HttpResponse::Ok().json(views::Health {
+        status: "ready".into(),
+        sources,
+    }))
 }
 
 /// Prometheus metrics, text format.
@@ -349,7 +359,7 @@ async fn read_json_body(
 }
 
 /// Parses JSON into `T`; the error names the field at fault (`events[2].type: …`).
-fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Result<T, ApiError> {
     let prefix = if context.is_empty() {
         String::new()
     } else {

@@ -358,6 +358,15 @@ pub struct EventView {
 pub struct Health {
     /// `ok` (healthz) or `ready` (readyz).
     pub status: String,
+    /// readyz only, when a source is configured: whether it is taking messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Sources>,
+}
+
+/// The configured sources besides the HTTP API.
+#[derive(Serialize, ToSchema)]
+pub struct Sources {
+    pub nats: crate::source::SourceView,
 }
 
 /// `GET /v1/event-types`: empty when any type is accepted.

@@ -3,6 +3,7 @@
 //! answer as the test scripts them to.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod pki;
 
 use std::collections::VecDeque;

@@ -1,0 +1,163 @@
+//! An event from any source — `POST /v1/events`, a batch item, a NATS message — checked against
+//! the rules of API.md §3 and given its deliveries. One place for those rules, so that every
+//! source refuses the same events with the same messages.
+//!
+//! Invariant: [`Rules::prepare`] either returns a [`NewEvent`] whose every field is valid and
+//! whose deliveries are those the router gives it now, or an [`IntakeError`] naming the field;
+//! it writes nothing.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::canonical;
+use crate::dispatch::{Incoming, Router};
+use crate::metrics::IngestRejection;
+use crate::model::{check_identifier, UnixMillis};
+use crate::schemas::Schemas;
+use crate::storage::NewEvent;
+
+/// One event as a source hands it in (the `POST /v1/events` body).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    /// Made by hookd (`evt_<ulid>`) when absent; unique per tenant within retention.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Identifier>)]
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    #[schema(value_type = crate::rules::Identifier)]
+    pub event_type: String,
+    #[schema(value_type = crate::rules::Identifier)]
+    pub tenant: String,
+    /// Any JSON object up to `events.max_payload_bytes`.
+    #[schema(value_type = Object)]
+    pub payload: Map<String, Value>,
+    /// Its deliveries expire if not succeeded by then.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Rfc3339String>)]
+    pub expires_at: Option<String>,
+    /// Deliveries to an ordered endpoint with the same key go one at a time, in order.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::rules::Identifier>)]
+    pub ordering_key: Option<String>,
+}
+
+/// Why an event is refused. Each message starts with the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// A field present but wrong.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A type outside `events.types`.
+    #[error("{0}")]
+    UnknownType(String),
+    /// A payload its type's schema refuses.
+    #[error("{0}")]
+    SchemaViolation(String),
+    /// A payload over `events.max_payload_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl IntakeError {
+    /// How `hookd_ingest_rejected_total` counts it.
+    pub fn rejection(&self) -> IngestRejection {
+        match self {
+            IntakeError::TooLarge(_) => IngestRejection::TooLarge,
+            _ => IngestRejection::Invalid,
+        }
+    }
+}
+
+/// What an event is checked against: the configuration in force when its request (or its
+/// batch of messages) began, so that one batch sees one version of it.
+pub struct Rules<'a> {
+    pub router: &'a Router,
+    pub max_payload_bytes: usize,
+    /// `events.types` and the types of `events.schemas`; empty: any type.
+    pub catalogue: &'a [String],
+    pub schemas: &'a Schemas,
+}
+
+impl Rules<'_> {
+    /// Validates one event and gives it its deliveries; `field` prefixes the names in error
+    /// messages (`events[3]` in a batch, empty for a single event).
+    pub fn prepare(
+        &self,
+        mut input: EventIn,
+        field: &str,
+        now: UnixMillis,
+    ) -> Result<NewEvent, IntakeError> {
+        let name = |f: &str| {
+            if field.is_empty() {
+                f.to_string()
+            } else {
+                format!("{field}.{f}")
+            }
+        };
+        let invalid = |f: &str, message: String| IntakeError::Invalid {
+            field: name(f),
+            message,
+        };
+        let id = match input.id {
+            Some(id) => {
+                check_identifier(&id).map_err(|m| invalid("id", m))?;
+                id
+            }
+            None => format!("evt_{}", crate::model::new_ulid()),
+        };
+        check_identifier(&input.tenant).map_err(|m| invalid("tenant", m))?;
+        check_identifier(&input.event_type).map_err(|m| invalid("type", m))?;
+        if !self.catalogue.is_empty() && !self.catalogue.contains(&input.event_type) {
+            return Err(IntakeError::UnknownType(format!(
+                "{}: {:?} is not in the event catalogue (events.types)",
+                name("type"),
+                input.event_type
+            )));
+        }
+        if let Some(schema) = self.schemas.get(&input.event_type) {
+            // Validated as a Value without copying the payload: moved in and back out.
+            let payload = Value::Object(std::mem::take(&mut input.payload));
+            let checked = schema.check(&payload);
+            if let Value::Object(m) = payload {
+                input.payload = m;
+            }
+            if let Err((path, message)) = checked {
+                let path = if field.is_empty() {
+                    path
+                } else {
+                    format!("{field}.{path}")
+                };
+                return Err(IntakeError::SchemaViolation(format!("{path}: {message}")));
+            }
+        }
+        let body = canonical::object_to_string(&input.payload);
+        let max = self.max_payload_bytes;
+        if body.len() > max {
+            return Err(IntakeError::TooLarge(format!(
+                "{}: {} bytes is larger than events.max_payload_bytes ({max})",
+                name("payload"),
+                body.len()
+            )));
+        }
+        let expires_at = match &input.expires_at {
+            Some(at) => {
+                Some(crate::rules::rfc3339_millis(at).map_err(|m| invalid("expires_at", m))?)
+            }
+            None => None,
+        };
+        if let Some(k) = &input.ordering_key {
+            check_identifier(k).map_err(|m| invalid("ordering_key", m))?;
+        }
+        let incoming = Incoming {
+            id,
+            tenant: input.tenant,
+            event_type: input.event_type,
+            expires_at,
+            ordering_key: input.ordering_key,
+        };
+        self.router
+            .fan_out(incoming, &input.payload, body, now)
+            .map_err(|e| invalid("payload", e.to_string()))
+    }
+}

@@ -1,0 +1,372 @@
+//! `[source.nats]`: events from a JetStream stream through a durable pull consumer.
+//!
+//! The path of a message: JetStream → this thread's pull subscription → a chunk of whatever
+//! has arrived (at most [`BATCH`]) → each message parsed and checked by the same intake as
+//! `POST /v1/events` → one `Store::ingest` call for the chunk's valid events (one group
+//! commit, one fsync) → `+ACK` for each of them. An invalid message is answered `+TERM` at
+//! once, logged and counted. Up to `IN_FLIGHT` chunks wait for their commit at a time, so
+//! that parsing the next chunk overlaps the fsync of the previous one.
+//!
+//! Invariants:
+//! - a message is acknowledged only after `Store::ingest` answered for its event, so after
+//!   the fsync; a crash before that leaves it unacknowledged and JetStream redelivers it after
+//!   `ack_wait`. Its event id (the body's `id`, else `Nats-Msg-Id`, else one derived from the
+//!   message's stream sequence and publish time, which a redelivery keeps) makes the second
+//!   arrival a duplicate, acknowledged without storing anything;
+//! - a message hookd could not store (disk full, storage fault) is neither acknowledged nor
+//!   terminated: it is answered `-NAK` with a delay, so JetStream offers it again;
+//! - the consumer is only ever created or updated, never deleted: its position belongs to
+//!   JetStream and survives hookd's restarts and the loss of its disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+
+use super::SourceStatus;
+use crate::api::AppState;
+use crate::config::NatsConfig;
+use crate::intake::{EventIn, Rules};
+use crate::metrics::{IngestRejection, METRICS};
+use crate::model::now_millis;
+use crate::storage::{IngestOutcome, NewEvent, StorageError};
+
+/// Most messages per pull request and per `Store::ingest` call: what one HTTP batch holds.
+pub const BATCH: usize = 1000;
+/// Chunks whose commit is awaited at once.
+const IN_FLIGHT: usize = 4;
+/// JetStream stops delivering past this many unacknowledged messages: room for the chunks in
+/// flight, the one being parsed and the next pull.
+const MAX_ACK_PENDING: i64 = (BATCH * (IN_FLIGHT + 2)) as i64;
+/// The server sends a heartbeat this often while a pull waits; two missed mean the
+/// subscription is gone (a server restart, a lost route) and the consumer is set up again.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to set the consumer up.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a message hookd could not store waits before JetStream offers it again.
+const NAK_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    #[error("consumer {durable}: {message}")]
+    Consumer { durable: String, message: String },
+    #[error("the subscription ended: {0}")]
+    Messages(String),
+}
+
+/// The running source; [`NatsSource::stop`] ends it.
+pub struct NatsSource {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl NatsSource {
+    /// Starts consuming on a thread of its own. Call once recovery has finished: the events
+    /// it stores are handed to the endpoint actors at once.
+    pub fn start(
+        config: NatsConfig,
+        state: web::Data<AppState>,
+        status: Arc<SourceStatus>,
+    ) -> std::io::Result<NatsSource> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("hookd-nats".into())
+            .spawn(move || {
+                runtime.block_on(consume(config, state, status, stopped));
+                let _ = finished.send(());
+            })?;
+        Ok(NatsSource { stop, done })
+    }
+
+    /// Stops taking messages and waits, up to `grace`, for the chunks in flight to be stored
+    /// and acknowledged. What was pulled but not stored is redelivered after `ack_wait`.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        if actix_rt::time::timeout(grace, self.done).await.is_err() {
+            tracing::warn!("nats source: still storing at the end of the grace period");
+        }
+    }
+}
+
+/// Sets the consumer up and takes messages until told to stop, setting it up again after
+/// every fault, with a growing pause.
+async fn consume(
+    config: NatsConfig,
+    state: web::Data<AppState>,
+    status: Arc<SourceStatus>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let url = config.masked_url();
+    let client = match connect(&config, status.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "nats source: not started");
+            status.fault(e.to_string());
+            return;
+        }
+    };
+    let js = jetstream::new(client);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match take(&config, &js, &state, &status, &mut stop).await {
+            Ok(()) => break,
+            Err(e) => {
+                if status.is_up() || pause == Duration::from_millis(100) {
+                    tracing::warn!(error = %e, url = %url, "nats source down; setting it up again");
+                }
+                status.fault(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+    tracing::info!("nats source stopped");
+}
+
+async fn connect(
+    config: &NatsConfig,
+    status: Arc<SourceStatus>,
+) -> Result<async_nats::Client, SourceError> {
+    let url = config.masked_url();
+    let log_url = url.clone();
+    async_nats::ConnectOptions::new()
+        .name("hookd")
+        // The first connection is retried in the background like every later one: a broker
+        // that is down at start must not keep hookd from serving HTTP.
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let status = status.clone();
+            let url = log_url.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!(url = %url, "nats source: connected");
+                        status.set_connected(true, None);
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(url = %url, "nats source: disconnected; reconnecting");
+                        status.set_connected(false, Some(format!("disconnected from {url}")));
+                    }
+                    other => tracing::warn!(url = %url, event = %other, "nats source"),
+                }
+            }
+        })
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| SourceError::Connect {
+            url,
+            message: e.to_string(),
+        })
+}
+
+/// One life of the consumer: set up, then chunks until a fault (an error) or a stop (`Ok`).
+/// Either way, the chunks in flight are stored and acknowledged before it returns.
+async fn take(
+    config: &NatsConfig,
+    js: &jetstream::Context,
+    state: &web::Data<AppState>,
+    status: &SourceStatus,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let stream = js
+        .get_stream(&config.stream)
+        .await
+        .map_err(|e| SourceError::Stream {
+            stream: config.stream.clone(),
+            message: e.to_string(),
+        })?;
+    let consumer_error = |e: &dyn std::fmt::Display| SourceError::Consumer {
+        durable: config.durable.clone(),
+        message: e.to_string(),
+    };
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(config.durable.clone()),
+            filter_subject: config.subject.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            max_ack_pending: MAX_ACK_PENDING,
+            description: Some("hookd: events in; acknowledged once durably stored".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| consumer_error(&e))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .heartbeat(HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| consumer_error(&e))?;
+    status.set_consuming();
+    tracing::info!(
+        stream = %config.stream,
+        durable = %config.durable,
+        subject = %config.subject,
+        "nats source: consuming"
+    );
+    let mut chunks = messages.ready_chunks(BATCH);
+    let mut in_flight = FuturesUnordered::new();
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break Ok(()),
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            chunk = chunks.next(), if in_flight.len() < IN_FLIGHT => {
+                let Some(chunk) = chunk else {
+                    break Err(SourceError::Messages("closed by the client".into()));
+                };
+                let mut fault = None;
+                let mut good = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    match m {
+                        Ok(m) => good.push(m),
+                        Err(e) => fault = Some(SourceError::Messages(e.to_string())),
+                    }
+                }
+                if !good.is_empty() {
+                    in_flight.push(store_chunk(state, &config.stream, good));
+                }
+                if let Some(e) = fault {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    while in_flight.next().await.is_some() {}
+    result
+}
+
+/// Checks a chunk, terminates what is invalid, stores the rest with one `Store::ingest`, then
+/// acknowledges it (or, if it could not be stored, offers it again later).
+fn store_chunk(
+    state: &web::Data<AppState>,
+    stream: &str,
+    messages: Vec<jetstream::Message>,
+) -> impl std::future::Future<Output = ()> {
+    let state = state.clone();
+    let catalogue = state.catalogue();
+    let schemas = state.schemas();
+    let rules = Rules {
+        router: &state.router,
+        max_payload_bytes: state.config.events.max_payload_bytes,
+        catalogue: &catalogue,
+        schemas: &schemas,
+    };
+    let now = now_millis();
+    let mut to_store = Vec::with_capacity(messages.len());
+    let mut ackers = Vec::with_capacity(messages.len());
+    let mut refused = Vec::new();
+    for m in messages {
+        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let published = m
+            .info()
+            .map(|i| i.published.unix_timestamp_nanos())
+            .unwrap_or(0);
+        let (message, acker) = m.split();
+        match check(&rules, &message, sequence, published, now) {
+            Ok(new) => {
+                to_store.push(new);
+                ackers.push(acker);
+            }
+            Err((reason, error)) => {
+                tracing::warn!(stream, sequence, error = %error, "nats source: invalid message terminated");
+                METRICS.ingest_rejected(reason, 1);
+                refused.push(acker);
+            }
+        }
+    }
+    let store = state.store.clone();
+    async move {
+        for acker in refused {
+            if let Err(e) = acker.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, "nats source: +TERM not sent; the message comes back");
+            }
+        }
+        if to_store.is_empty() {
+            return;
+        }
+        #[cfg(feature = "failpoints")]
+        if let Some(delay) = crate::failpoints::source_store_delay() {
+            tokio::time::sleep(delay).await;
+        }
+        let types: Vec<String> = to_store
+            .iter()
+            .map(|n| n.event.event_type.clone())
+            .collect();
+        match store.ingest(to_store).await {
+            Ok(outcomes) => {
+                let catalogue = state.catalogue();
+                for ((acker, outcome), event_type) in ackers.into_iter().zip(outcomes).zip(types) {
+                    if matches!(outcome, IngestOutcome::Stored { .. }) {
+                        METRICS.event_ingested(&event_type, &catalogue);
+                    }
+                    // A lost +ACK only means the message comes back, as a duplicate.
+                    if let Err(e) = acker.ack().await {
+                        tracing::warn!(error = %e, "nats source: +ACK not sent; the message comes back");
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = match e {
+                    StorageError::DiskFull { .. } => IngestRejection::DiskFull,
+                    _ => IngestRejection::StorageError,
+                };
+                tracing::warn!(error = %e, messages = ackers.len(), "nats source: not stored; offered again");
+                METRICS.ingest_rejected(reason, ackers.len() as u64);
+                for acker in ackers {
+                    let _ = acker.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
+                }
+            }
+        }
+    }
+}
+
+/// One message as an event: its body in the `POST /v1/events` form, its id from the body,
+/// else `Nats-Msg-Id`, else derived from where it sits in the stream (which a redelivery
+/// keeps: the stream sequence and the publish time, which differ once a stream is recreated).
+fn check(
+    rules: &Rules<'_>,
+    message: &async_nats::Message,
+    sequence: u64,
+    published: i128,
+    now: crate::model::UnixMillis,
+) -> Result<NewEvent, (IngestRejection, String)> {
+    let mut input: EventIn = crate::api::parse_json(&message.payload, "")
+        .map_err(|e| (IngestRejection::Invalid, e.message))?;
+    if input.id.is_none() {
+        let header = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_string());
+        input.id = Some(match header {
+            Some(id) => {
+                crate::model::check_identifier(&id)
+                    .map_err(|m| (IngestRejection::Invalid, format!("Nats-Msg-Id: {m}")))?;
+                id
+            }
+            None => format!("nats-{sequence}-{published}"),
+        });
+    }
+    rules
+        .prepare(input, "", now)
+        .map_err(|e| (e.rejection(), e.to_string()))
+}

@@ -1,0 +1,187 @@
+//! A real `nats-server -js` (Debian's) on a loopback port with its store in a temp dir, and a
+//! blocking JetStream client for tests and the e2e bench to publish and inspect with.
+//! Shared by `tests/nats.rs` and `benches/e2e.rs` (included there by path).
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a JetStream server on a free port of 127.0.0.1 and waits until it accepts.
+    pub fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut s = NatsServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian's nats-server package; ./scripts/install-prereqs)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and waits for it to exit: JetStream's store stays in the temp dir.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A JetStream client driven from blocking code.
+pub struct Js {
+    pub rt: tokio::runtime::Runtime,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Js {
+    pub fn connect(url: &str) -> Js {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt
+            .block_on(async_nats::connect(url))
+            .expect("connect to nats-server");
+        // The context spawns its acknowledgement task on the runtime it is made in.
+        let js = {
+            let _in_runtime = rt.enter();
+            jetstream::new(client.clone())
+        };
+        Js { rt, client, js }
+    }
+
+    /// A file-backed stream over `subjects`, refusing a repeated `Nats-Msg-Id` within
+    /// `duplicate_window`.
+    pub fn create_stream(&self, name: &str, subjects: &[&str], duplicate_window: Duration) {
+        self.rt
+            .block_on(self.js.create_stream(jetstream::stream::Config {
+                name: name.to_string(),
+                subjects: subjects.iter().map(|s| s.to_string()).collect(),
+                duplicate_window,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            }))
+            .expect("create stream");
+    }
+
+    /// Publishes each (subject, Nats-Msg-Id, body) and waits for JetStream to have stored
+    /// them all; returns how many it stored (a repeated id within the window is not).
+    pub fn publish(&self, messages: Vec<(String, Option<String>, Vec<u8>)>) -> usize {
+        self.rt.block_on(async {
+            let mut acks = Vec::with_capacity(messages.len());
+            for (subject, id, body) in messages {
+                let mut headers = async_nats::HeaderMap::new();
+                if let Some(id) = id {
+                    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                }
+                acks.push(
+                    self.js
+                        .publish_with_headers(subject, headers, body.into())
+                        .await
+                        .expect("publish"),
+                );
+            }
+            let mut stored = 0;
+            for ack in acks {
+                if !ack.await.expect("publish acknowledged").duplicate {
+                    stored += 1;
+                }
+            }
+            stored
+        })
+    }
+
+    /// The consumer's (pending, ack pending, redelivered) counts.
+    pub fn consumer_counts(&self, stream: &str, durable: &str) -> Option<(u64, usize, usize)> {
+        self.rt.block_on(async {
+            let s = self.js.get_stream(stream).await.ok()?;
+            let info = s.consumer_info(durable).await.ok()?;
+            Some((info.num_pending, info.num_ack_pending, info.num_redelivered))
+        })
+    }
+
+    /// Records the stream sequence of every message the consumer terminates (`+TERM`), from
+    /// JetStream's own advisories.
+    pub fn watch_terminations(
+        &self,
+        stream: &str,
+        durable: &str,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
+        use futures_util::StreamExt;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.{durable}");
+        let mut sub = self
+            .rt
+            .block_on(self.client.subscribe(subject))
+            .expect("subscribe to advisories");
+        // The subscription is registered once this flush returns.
+        self.rt.block_on(self.client.flush()).expect("flush");
+        let out = seen.clone();
+        self.rt.spawn(async move {
+            while let Some(m) = sub.next().await {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                if let Some(seq) = v["stream_seq"].as_u64() {
+                    out.lock().unwrap().push(seq);
+                }
+            }
+        });
+        seen
+    }
+}
