@@ -10,7 +10,8 @@
 //! connections), delivered events/s end to end (100,000 batch-ingested events delivered to nginx;
 //! open loop; sustained), latency from a standing start and at a fixed moderate rate (with the
 //! WAL fsyncs that took over 5 ms, to tell the disk from hookd), a 1,000,000-event backlog
-//! (RSS, restart, drain) and hookd's peak RSS.
+//! (RSS, restart, drain), hookd's peak RSS, and ingest from NATS JetStream (`[source.nats]`,
+//! against a real `nats-server -js`) beside HTTP batches of the same events.
 //!
 //! `cargo bench --bench e2e` (about 6 min). `E2E_BENCH_SECS` sets each phase's length;
 //! `E2E_PHASES=e2e,sustained` runs only those phases (see [`PHASES`]);
@@ -24,6 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+#[path = "../tests/common/nats.rs"]
+mod nats_harness;
 
 const ADMIN: &str = "bench-admin-token";
 const CONNECTIONS: usize = 64;
@@ -166,12 +170,17 @@ impl Hookd {
     }
 
     /// SIGKILL, then a new hookd on the same data; returns it and how long it took to be ready.
-    fn kill_and_restart(mut self) -> (Hookd, Duration) {
+    fn kill_and_restart(self) -> (Hookd, Duration) {
+        self.kill_and_restart_with(&[])
+    }
+
+    /// As [`Hookd::kill_and_restart`], the new process with `env` on top of the bench's settings.
+    fn kill_and_restart_with(mut self, env: &[(&str, &str)]) -> (Hookd, Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
         let started = Instant::now();
-        let h = Hookd::start_in(dir, &[]);
+        let h = Hookd::start_in(dir, env);
         (h, started.elapsed())
     }
 
@@ -550,7 +559,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 /// `E2E_PHASES=a,b` runs only the named phases (the baseline always runs); unset runs all.
-const PHASES: [&str; 13] = [
+const PHASES: [&str; 14] = [
     "cold",
     "wire",
     "ingest",
@@ -564,11 +573,14 @@ const PHASES: [&str; 13] = [
     "backlog",
     "checked",
     "https",
+    "nats",
 ];
 
 /// Events per endpoint in the ordered phase, spread over `ORDERED_KEYS` ordering keys.
 const ORDERED_EVENTS: usize = 50_000;
 const ORDERED_KEYS: usize = 50;
+/// Events taken from JetStream in the nats phase (and posted over HTTP beside it).
+const NATS_EVENTS: usize = 100_000;
 
 /// Prints rows as `name value ratio` (and the ratio to wrk → nginx, when there is one).
 struct Table {
@@ -1373,6 +1385,10 @@ fn main() {
         );
     }
 
+    if on("nats") {
+        nats_phase(&rt, &table, &rx_url);
+    }
+
     if on("backlog") {
         let h = Hookd::start();
         let backlog_id = h.endpoint("backlog", &rx_url, Some(64));
@@ -1427,6 +1443,110 @@ fn main() {
                 "{backlog_drained} in {backlog_drain_secs:.1} s ({:.0}/s), peak RSS {restarted_peak:.0} MB",
                 backlog_drained as f64 / backlog_drain_secs
             ),
+        );
+    }
+}
+
+/// `[source.nats]` against HTTP batches, on the same events: each into a fresh hookd whose
+/// one endpoint is paused (ingest only, one delivery stored per event), timed until all
+/// `NATS_EVENTS` are stored. The JetStream messages are published before hookd starts
+/// taking them, so that the publisher does not share the CPU with hookd while it is timed
+/// (the HTTP client does: it is the source there).
+fn nats_phase(rt: &tokio::runtime::Runtime, table: &Table, rx_url: &str) {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("nats: no nats-server on PATH (./scripts/install-prereqs installs it); skipped");
+        return;
+    }
+    let stored = |h: &Hookd| h.metric("hookd_events_ingested_total");
+    let wait_stored = |h: &Hookd, n: f64| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while stored(h) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let body = format!(r#"{{"tenant":"vianats","type":"fraud_detected","payload":{PAYLOAD}}}"#);
+    let paused_hookd = |tenant: &str| {
+        let h = Hookd::start();
+        let id = h.endpoint(tenant, rx_url, Some(64));
+        h.admin(
+            reqwest::Method::POST,
+            &format!("/v1/endpoints/{id}/pause"),
+            None,
+        );
+        h
+    };
+
+    let hh = paused_hookd("viahttp");
+    let cpu0 = hh.cpu_secs();
+    let started = Instant::now();
+    rt.block_on(post_batches(
+        format!("{}/v1/events/batch", hh.base),
+        batch_body("viahttp"),
+        (NATS_EVENTS / BATCH) as u64,
+    ));
+    wait_stored(&hh, NATS_EVENTS as f64);
+    let http = stored(&hh) / started.elapsed().as_secs_f64();
+    let http_cpu = (hh.cpu_secs() - cpu0) * 1e6 / NATS_EVENTS as f64;
+    drop(hh);
+
+    let server = nats_harness::NatsServer::start();
+    let js = nats_harness::Js::connect(&server.url());
+    js.create_stream("BENCH", &["bench.>"], Duration::from_secs(120));
+    let published = Instant::now();
+    for chunk in 0..NATS_EVENTS / 10_000 {
+        let messages = (chunk * 10_000..(chunk + 1) * 10_000)
+            .map(|i| {
+                (
+                    format!("bench.t{}", i % 4),
+                    Some(format!("n{i}")),
+                    body.clone().into_bytes(),
+                )
+            })
+            .collect();
+        assert_eq!(js.publish(messages), 10_000);
+    }
+    let publish_rate = NATS_EVENTS as f64 / published.elapsed().as_secs_f64();
+    let url = server.url();
+    let env = [
+        ("HOOKD_SOURCE__NATS__URL", url.as_str()),
+        ("HOOKD_SOURCE__NATS__STREAM", "BENCH"),
+        ("HOOKD_SOURCE__NATS__SUBJECT", "bench.>"),
+    ];
+    // The endpoint first, then a restart with the source: every message finds it.
+    let hn = paused_hookd("vianats");
+    let started = Instant::now();
+    let (hn, _) = hn.kill_and_restart_with(&env);
+    let cpu0 = hn.cpu_secs();
+    wait_stored(&hn, NATS_EVENTS as f64);
+    let took = started.elapsed().as_secs_f64();
+    let nats = stored(&hn) / took;
+    let nats_cpu = (hn.cpu_secs() - cpu0) * 1e6 / NATS_EVENTS as f64;
+    table.row(
+        &format!(
+            "ingest, {NATS_EVENTS} events in HTTP batches of {BATCH}, 4 connections, events/s"
+        ),
+        http,
+    );
+    table.row(
+        &format!("ingest, {NATS_EVENTS} events from NATS JetStream, events/s"),
+        nats,
+    );
+    table.note(
+        "  … NATS / HTTP batches; hookd CPU per event, µs (NATS, HTTP)",
+        format!("{:.2}; {nats_cpu:.0}, {http_cpu:.0}", nats / http),
+    );
+    table.note(
+        "  … published to JetStream beforehand, messages/s",
+        format!("{publish_rate:.0}"),
+    );
+    if let Some((pending, ack_pending, _)) = js.consumer_counts("BENCH", "hookd") {
+        table.note(
+            "  … consumer pending, ack pending at the end",
+            format!("{pending}, {ack_pending}"),
         );
     }
 }

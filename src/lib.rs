@@ -156,6 +156,9 @@ async fn reload_on_hangup(
         if new.log.format != started.log.format {
             restart.push("log.format");
         }
+        if !same(&new.source, &started.source) {
+            restart.push("source");
+        }
         tracing::info!(
             changed = ?changed,
             needs_restart = ?restart,
@@ -375,7 +378,7 @@ pub async fn run(
             .source
             .nats
             .as_ref()
-            .map(|_| Arc::new(source::SourceStatus::default())),
+            .map(|_| Arc::new(source::SourceStatus::new(source::SourceKind::Nats))),
     });
 
     let app_state = state.clone();

@@ -153,6 +153,8 @@ pub struct Metrics {
     pub storage_errors: IntCounterVec,
     pub ingest_rejected: IntCounterVec,
     pub storage_free_bytes: prometheus::IntGauge,
+    /// 1 while a configured source takes messages, else 0 (`/readyz`'s `sources`).
+    pub source_up: IntGaugeVec,
     seen_types: Mutex<HashSet<String>>,
 }
 
@@ -370,6 +372,12 @@ impl Metrics {
                     .expect("unique metric");
                 g
             },
+            source_up: gauge(
+                &registry,
+                "hookd_source_up",
+                "1 while the source (label source) is connected and taking messages, else 0.",
+                &["source"],
+            ),
             seen_types: Mutex::new(HashSet::new()),
             registry: {
                 let build = IntGaugeVec::new(

@@ -261,6 +261,8 @@ fn the_http_api_ingests_while_nats_is_down_and_consumption_resumes_when_it_retur
         readyz_nats(&h)["state"] == "down"
     });
     let down = readyz_nats(&h);
+    let up_gauge = |h: &Hookd| metric_value(&h.metrics_text(), "hookd_source_up", "nats");
+    assert_eq!(up_gauge(&h), Some(0.0));
     assert!(
         down["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{down}"
@@ -277,6 +279,7 @@ fn the_http_api_ingests_while_nats_is_down_and_consumption_resumes_when_it_retur
     wait_until(Duration::from_secs(30), "readyz reports nats up", || {
         readyz_nats(&h) == json!({"state": "up"})
     });
+    assert_eq!(up_gauge(&h), Some(1.0));
     h.wait_all_delivered(&[&ep], Duration::from_secs(30));
     let ids: HashSet<String> = rx.received().iter().map(|r| r.event_id()).collect();
     assert!((0..20).all(|i| ids.contains(&format!("n-{i}"))), "{ids:?}");

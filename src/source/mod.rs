@@ -28,13 +28,28 @@ pub struct SourceView {
     pub error: Option<String>,
 }
 
+/// The kinds of source, as `hookd_source_up` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Nats,
+}
+
+impl SourceKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceKind::Nats => "nats",
+        }
+    }
+}
+
 /// A source's health, written by the source (and its client's connection events) and read by
-/// `/readyz` and the `hookd_source_up` gauge.
+/// `/readyz`; `hookd_source_up` follows every change.
 ///
 /// Invariant: up exactly when the connection is established and a consumer is taking
 /// messages over it; a fault clears `consuming` until the consumer has been set up again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceStatus {
+    kind: SourceKind,
     inner: parking_lot::Mutex<StatusInner>,
 }
 
@@ -46,6 +61,23 @@ struct StatusInner {
 }
 
 impl SourceStatus {
+    /// Down until the source reports otherwise.
+    pub fn new(kind: SourceKind) -> SourceStatus {
+        let status = SourceStatus {
+            kind,
+            inner: parking_lot::Mutex::new(StatusInner::default()),
+        };
+        status.publish(&status.inner.lock());
+        status
+    }
+
+    fn publish(&self, s: &StatusInner) {
+        crate::metrics::METRICS
+            .source_up
+            .with_label_values(&[self.kind.label()])
+            .set(i64::from(s.connected && s.consuming));
+    }
+
     pub fn view(&self) -> SourceView {
         let s = self.inner.lock();
         if s.connected && s.consuming {
@@ -75,6 +107,7 @@ impl SourceStatus {
         if error.is_some() {
             s.error = error;
         }
+        self.publish(&s);
     }
 
     fn set_consuming(&self) {
@@ -82,12 +115,14 @@ impl SourceStatus {
         s.consuming = true;
         s.connected = true;
         s.error = None;
+        self.publish(&s);
     }
 
     fn fault(&self, error: String) {
         let mut s = self.inner.lock();
         s.consuming = false;
         s.error = Some(error);
+        self.publish(&s);
     }
 }
 
@@ -97,7 +132,7 @@ mod tests {
 
     #[test]
     fn up_only_while_connected_and_consuming() {
-        let s = SourceStatus::default();
+        let s = SourceStatus::new(SourceKind::Nats);
         assert_eq!(s.view().state, SourceState::Down);
         assert_eq!(s.view().error.as_deref(), Some("not connected yet"));
         s.set_consuming();
@@ -117,5 +152,11 @@ mod tests {
         assert_eq!(s.view().error.as_deref(), Some("stream EVENTS: not found"));
         s.set_consuming();
         assert!(s.is_up());
+        let up = crate::metrics::METRICS
+            .source_up
+            .with_label_values(&["nats"]);
+        assert_eq!(up.get(), 1);
+        s.fault("gone".into());
+        assert_eq!(up.get(), 0);
     }
 }

@@ -125,7 +125,8 @@ impl Js {
     /// them all; returns how many it stored (a repeated id within the window is not).
     pub fn publish(&self, messages: Vec<(String, Option<String>, Vec<u8>)>) -> usize {
         self.rt.block_on(async {
-            let mut acks = Vec::with_capacity(messages.len());
+            let mut stored = 0;
+            let mut acks = Vec::new();
             for (subject, id, body) in messages {
                 let mut headers = async_nats::HeaderMap::new();
                 if let Some(id) = id {
@@ -137,15 +138,23 @@ impl Js {
                         .await
                         .expect("publish"),
                 );
-            }
-            let mut stored = 0;
-            for ack in acks {
-                if !ack.await.expect("publish acknowledged").duplicate {
-                    stored += 1;
+                // The context lets 5,000 acknowledgements be outstanding, then waits on them.
+                if acks.len() == 1_000 {
+                    stored += Self::stored(std::mem::take(&mut acks)).await;
                 }
             }
-            stored
+            stored + Self::stored(acks).await
         })
+    }
+
+    async fn stored(acks: Vec<jetstream::context::PublishAckFuture>) -> usize {
+        let mut stored = 0;
+        for ack in acks {
+            if !ack.await.expect("publish acknowledged").duplicate {
+                stored += 1;
+            }
+        }
+        stored
     }
 
     /// The consumer's (pending, ack pending, redelivered) counts.
