@@ -13,6 +13,10 @@ ends. The disk dies at a random instant. For each instant sampled, the model cou
 for:
 - "today": nothing beyond the host's own disk;
 - "backup every T": `hookd ctl backup` every T, copied off the host, restored on a new one;
+- "backup every T + replay": the same backups, and on a loss the new host's consumer is made
+  again from the start of a stream that keeps messages at least T (and no longer than hookd's
+  `storage.retention`): what the backup holds comes back as duplicates by id, what came after
+  it is taken again;
 - "ack when final": a JetStream source whose messages hookd acknowledges only once every
   delivery of the event is final, so the replicated stream holds the unfinished backlog and
   another host's consumer takes it over after `ack_wait`.
@@ -86,6 +90,9 @@ def sample(eps, t, backup_every):
         # over sends each of those events to all its endpoints again, and the deliveries that
         # had already succeeded (the other FANOUT - 1 of a typical unfinished event) go twice.
         return 0.0, held * (FANOUT - 1), held
+    replay = isinstance(backup_every, tuple)
+    if replay:
+        backup_every = backup_every[1]
     last_backup = math.floor(t / backup_every) * backup_every
     lost = sum(pending_between(s, st, last_backup, t) for s, st in eps)
     # Pending at the backup and delivered since: sent again after the restore.
@@ -93,7 +100,13 @@ def sample(eps, t, backup_every):
     still = sum(
         pending_between(s, st, 0.0, t) - pending_between(s, st, last_backup, t) for s, st in eps
     )
-    return lost, max(0.0, at_backup - still), held
+    resent = max(0.0, at_backup - still)
+    if replay:
+        # Taken again from the stream: the pending ones are delivered once, the rest of what
+        # was acknowledged since the backup (already delivered by the lost host) twice.
+        since = RATE * FANOUT * (t - last_backup)
+        return 0.0, resent + max(0.0, since - lost), held
+    return lost, resent, held
 
 
 def main():
@@ -116,6 +129,7 @@ def main():
         ("backup every 24 h", 86400.0),
         ("backup every 1 h", 3600.0),
         ("backup every 5 min", 300.0),
+        ("backup 5 min + replay", ("replay", 300.0)),
         ("ack when final", "final"),
     ]:
         rows = [sample(eps, t, every) for t in times]

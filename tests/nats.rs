@@ -285,3 +285,93 @@ fn the_http_api_ingests_while_nats_is_down_and_consumption_resumes_when_it_retur
     assert!((0..20).all(|i| ids.contains(&format!("n-{i}"))), "{ids:?}");
     assert!(h.log_text().contains("nats source: disconnected"));
 }
+
+/// docs/scaling.md's "backup + replay": the host's disk is lost after a backup; restored from
+/// it, with its durable consumer made again from the start of the stream, hookd stores what
+/// came after the backup again (the rest is a duplicate by id) and loses no event. With the
+/// old consumer kept, the events it acknowledged after the backup would be gone.
+#[test]
+fn a_restored_host_replaying_the_stream_loses_no_event_acknowledged_after_the_backup() {
+    let nats = NatsServer::start();
+    let js = Js::connect(&nats.url());
+    js.create_stream(STREAM, &["events.>"], Duration::from_secs(120));
+    let rx = Receiver::start();
+    let mut h = start_hookd(&nats.url(), None);
+    // Paused: every delivery stays pending on the host's disk, as for an endpoint that is down.
+    let (ep, _) = h.endpoint("t1", &rx.url, &["*"], json!({}));
+    let (code, _) = h.post_empty(&format!("/v1/endpoints/{ep}/pause"));
+    assert_eq!(code, 200);
+    let publish = |prefix: &str| {
+        let messages: Vec<Message> = (0..300)
+            .map(|i| {
+                (
+                    "events.a".to_string(),
+                    Some(format!("{prefix}-{i}")),
+                    valid(i),
+                )
+            })
+            .collect();
+        assert_eq!(js.publish(messages), 300);
+    };
+    let stored = |h: &Hookd, n: f64| {
+        wait_until(Duration::from_secs(60), "events stored", || {
+            ingested(h) >= n
+        });
+    };
+    publish("before");
+    stored(&h, 300.0);
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("copy");
+    let (code, done) = h.post(
+        "/v1/admin/backup",
+        json!({"path": backup.display().to_string()}),
+    );
+    assert_eq!(code, 201, "{done}");
+    publish("after");
+    stored(&h, 600.0);
+    wait_until(Duration::from_secs(30), "all acknowledged", || {
+        js.consumer_counts(STREAM, DURABLE)
+            .is_some_and(|(p, a, _)| p == 0 && a == 0)
+    });
+    // The host is lost, its disk with it.
+    h.kill();
+    std::fs::remove_dir_all(h.data_dir()).unwrap();
+
+    let fresh = tempfile::tempdir().unwrap();
+    let restored = restore(&backup, &fresh.path().join("data"));
+    assert!(restored.status.success(), "{restored:?}");
+    js.delete_consumer(STREAM, DURABLE);
+    let env = source_env(&nats.url());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let h2 = Hookd::start_on(fresh, &env);
+    wait_until(Duration::from_secs(60), "the stream replayed", || {
+        js.consumer_counts(STREAM, DURABLE)
+            .is_some_and(|(p, a, _)| p == 0 && a == 0)
+    });
+    // Only what came after the backup was new to the restored store.
+    assert_eq!(ingested(&h2), 300.0);
+    let (code, _) = h2.post_empty(&format!("/v1/endpoints/{ep}/resume"));
+    assert_eq!(code, 200);
+    h2.wait_all_delivered(&[&ep], Duration::from_secs(60));
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for d in h2.history(&ep, None) {
+        *per_id
+            .entry(d["event_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_id.len(),
+        600,
+        "every event, before and after the backup"
+    );
+    assert!(per_id.values().all(|&n| n == 1), "an id stored twice");
+    let received: HashSet<String> = rx.received().iter().map(|r| r.event_id()).collect();
+    for prefix in ["before", "after"] {
+        for i in 0..300 {
+            assert!(
+                received.contains(&format!("{prefix}-{i}")),
+                "{prefix}-{i} never delivered"
+            );
+        }
+    }
+}

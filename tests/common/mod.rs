@@ -478,6 +478,18 @@ pub fn hookd_bin() -> String {
     std::env::var("TEST_HOOKD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hookd").to_string())
 }
 
+/// `hookd restore --from FROM` into `storage` (hookd stopped), as an operator runs it.
+pub fn restore(from: &std::path::Path, storage: &std::path::Path) -> std::process::Output {
+    Command::new(hookd_bin())
+        .args(["restore", "--from"])
+        .arg(from)
+        .env_remove("HOOKD_CONFIG")
+        .env("HOOKD_STORAGE__PATH", storage)
+        .env("HOOKD_AUTH__ADMIN_TOKENS", json!([ADMIN]).to_string())
+        .output()
+        .expect("run hookd restore")
+}
+
 /// A port on 127.0.0.1 free a moment ago (for a process that must bind it itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

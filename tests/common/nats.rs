@@ -166,6 +166,18 @@ impl Js {
         })
     }
 
+    /// Deletes a durable consumer (an operator's `nats consumer rm`): the next hookd to start
+    /// with it makes it again, from the start of the stream.
+    pub fn delete_consumer(&self, stream: &str, durable: &str) {
+        self.rt
+            .block_on(async {
+                let s = self.js.get_stream(stream).await?;
+                s.delete_consumer(durable).await?;
+                Ok::<_, async_nats::Error>(())
+            })
+            .expect("delete the consumer");
+    }
+
     /// Records the stream sequence of every message the consumer terminates (`+TERM`), from
     /// JetStream's own advisories.
     pub fn watch_terminations(
