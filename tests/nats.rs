@@ -375,3 +375,36 @@ fn a_restored_host_replaying_the_stream_loses_no_event_acknowledged_after_the_ba
         }
     }
 }
+
+/// hookd may start before the engine has made its stream: the source reports why it is down,
+/// sets itself up once the stream exists, and takes what is published to it.
+#[test]
+fn a_stream_made_after_hookd_started_is_taken_once_it_exists() {
+    let nats = NatsServer::start();
+    let rx = Receiver::start();
+    let h = start_hookd(&nats.url(), None);
+    let (ep, _) = h.endpoint("t1", &rx.url, &["*"], json!({}));
+    wait_until(
+        Duration::from_secs(30),
+        "readyz names the missing stream",
+        || {
+            let v = readyz_nats(&h);
+            v["state"] == "down" && v["error"].as_str().is_some_and(|e| e.contains(STREAM))
+        },
+    );
+    let js = Js::connect(&nats.url());
+    js.create_stream(STREAM, &["events.>"], Duration::from_secs(120));
+    wait_until(Duration::from_secs(30), "readyz reports nats up", || {
+        readyz_nats(&h) == json!({"state": "up"})
+    });
+    let messages: Vec<Message> = (0..5)
+        .map(|i| ("events.a".to_string(), Some(format!("late-{i}")), valid(i)))
+        .collect();
+    assert_eq!(js.publish(messages), 5);
+    rx.wait_count(5, Duration::from_secs(30));
+    h.wait_all_delivered(&[&ep], Duration::from_secs(30));
+    assert!(
+        h.log_text().contains("nats source down"),
+        "the fault was logged"
+    );
+}

@@ -116,7 +116,7 @@ async fn consume(
             return;
         }
     };
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let mut pause = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
@@ -136,6 +136,15 @@ async fn consume(
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(RETRY_MAX);
+    }
+    // Acknowledgements are buffered by the client: sent before it is dropped, or the
+    // messages they answer come back after ack_wait as duplicates.
+    match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "nats source: acknowledgements not flushed at stop")
+        }
+        Err(_) => tracing::warn!("nats source: acknowledgements not flushed at stop (no server)"),
     }
     tracing::info!("nats source stopped");
 }
