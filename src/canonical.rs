@@ -87,6 +87,15 @@ fn write_object(out: &mut String, map: &Map<String, Value>) {
 }
 
 fn write_str(out: &mut String, s: &str) {
+    // Almost every key and value needs no escape: written as it is, without the String that
+    // serde_json's serializer would allocate for it (one per string of every payload).
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // invariant: serializing a &str to JSON cannot fail and yields UTF-8.
     let quoted = serde_json::to_string(s).unwrap_or_default();
     out.push_str(&quoted);
@@ -159,5 +168,14 @@ mod tests {
             canon(" { \"a\" : [ 1 , true , null ] } "),
             r#"{"a":[1,true,null]}"#
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_string_is_written_as_serde_json_writes_it(s in "\\PC*|[\\x00-\\x7f]*") {
+            let mut out = String::new();
+            write_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
     }
 }
