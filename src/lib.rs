@@ -236,6 +236,13 @@ type ReloadLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 static RELOAD_LEVEL: std::sync::OnceLock<ReloadLevel> = std::sync::OnceLock::new();
 
 fn filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    // The NATS client logs every reconnect attempt at info; hookd's source says once that it
+    // is down, and why. A filter that names async_nats itself keeps its own say.
+    let level = if level.contains("async_nats") {
+        level.to_string()
+    } else {
+        format!("{level},async_nats=warn")
+    };
     tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())
 }
 

@@ -408,3 +408,33 @@ fn a_stream_made_after_hookd_started_is_taken_once_it_exists() {
         "the fault was logged"
     );
 }
+
+/// A broker that cannot be reached is reported, and holds up neither the HTTP API nor a stop.
+#[test]
+fn an_unreachable_broker_is_reported_and_does_not_delay_sigterm() {
+    let closed = format!("nats://127.0.0.1:{}", free_port());
+    let rx = Receiver::start();
+    let mut h = start_hookd(&closed, None);
+    let (ep, _) = h.endpoint("t1", &rx.url, &["*"], json!({}));
+    wait_until(Duration::from_secs(30), "readyz names the server", || {
+        readyz_nats(&h)["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&format!("cannot connect to {closed}")))
+    });
+    h.event("t1", "fraud_detected", json!({"via": "http"}));
+    h.wait_all_delivered(&[&ep], Duration::from_secs(30));
+    // Let the source be in the middle of its retries, then stop: it must not wait one out.
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = std::time::Instant::now();
+    let status = h.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "SIGTERM took {:?}",
+        asked.elapsed()
+    );
+    // One line says the source is down; the client's reconnect attempts are not each logged.
+    let lines = h.log_text();
+    assert_eq!(lines.matches("nats source down").count(), 1, "{lines}");
+    assert!(!lines.contains("IO error"), "{lines}");
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
+use async_nats::connection::State;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
@@ -122,7 +123,24 @@ async fn consume(
         if *stop.borrow() {
             break;
         }
-        match take(&config, &js, &state, &status, &mut stop).await {
+        // Asked of JetStream only over a connection: a request while the client reconnects
+        // waits out its timeout, and a stop meanwhile would wait with it.
+        let set_up = if client.connection_state() == State::Connected {
+            tokio::select! {
+                _ = stop.changed() => break,
+                set_up = set_up(&config, &js) => set_up,
+            }
+        } else {
+            Err(SourceError::Connect {
+                url: url.clone(),
+                message: "no connection; retrying".into(),
+            })
+        };
+        let result = match set_up {
+            Ok(messages) => take(messages, &config, &state, &status, &mut stop).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => break,
             Err(e) => {
                 if status.is_up() || pause == Duration::from_millis(100) {
@@ -139,12 +157,14 @@ async fn consume(
     }
     // Acknowledgements are buffered by the client: sent before it is dropped, or the
     // messages they answer come back after ack_wait as duplicates.
-    match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "nats source: acknowledgements not flushed at stop")
+    if client.connection_state() == State::Connected {
+        match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "nats source: acknowledgements not flushed at stop")
+            }
+            Err(_) => tracing::warn!("nats source: acknowledgements not flushed within 1 s"),
         }
-        Err(_) => tracing::warn!("nats source: acknowledgements not flushed at stop (no server)"),
     }
     tracing::info!("nats source stopped");
 }
@@ -173,6 +193,10 @@ async fn connect(
                         tracing::warn!(url = %url, "nats source: disconnected; reconnecting");
                         status.set_connected(false, Some(format!("disconnected from {url}")));
                     }
+                    // A failed reconnect: the source's own fault report says it once.
+                    async_nats::Event::ClientError(e) => {
+                        tracing::debug!(url = %url, error = %e, "nats source: client error")
+                    }
                     other => tracing::warn!(url = %url, event = %other, "nats source"),
                 }
             }
@@ -185,15 +209,9 @@ async fn connect(
         })
 }
 
-/// One life of the consumer: set up, then chunks until a fault (an error) or a stop (`Ok`).
-/// Either way, the chunks in flight are stored and acknowledged before it returns.
-async fn take(
-    config: &NatsConfig,
-    js: &jetstream::Context,
-    state: &web::Data<AppState>,
-    status: &SourceStatus,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), SourceError> {
+/// The stream and the durable consumer (created, or updated to this configuration), and a
+/// pull subscription on it.
+async fn set_up(config: &NatsConfig, js: &jetstream::Context) -> Result<pull::Stream, SourceError> {
     let stream = js
         .get_stream(&config.stream)
         .await
@@ -217,13 +235,24 @@ async fn take(
         })
         .await
         .map_err(|e| consumer_error(&e))?;
-    let messages = consumer
+    consumer
         .stream()
         .max_messages_per_batch(BATCH)
         .heartbeat(HEARTBEAT)
         .messages()
         .await
-        .map_err(|e| consumer_error(&e))?;
+        .map_err(|e| consumer_error(&e))
+}
+
+/// One life of the consumer: chunks until a fault (an error) or a stop (`Ok`). Either way,
+/// the chunks in flight are stored and acknowledged before it returns.
+async fn take(
+    messages: pull::Stream,
+    config: &NatsConfig,
+    state: &web::Data<AppState>,
+    status: &SourceStatus,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), SourceError> {
     status.set_consuming();
     tracing::info!(
         stream = %config.stream,
