@@ -17,12 +17,12 @@ pub fn panic_on_event_type(event_type: &str) {
 /// was given, widening the window in which a transition is stored and its event is not yet.
 pub fn relay_delay() -> Option<std::time::Duration> {
     static ARMED: OnceLock<Option<u64>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            std::env::var("FAILPOINT_RELAY_DELAY_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
+    armed_millis(&ARMED, "FAILPOINT_RELAY_DELAY_MS")
+}
+
+/// A delay in milliseconds from `var`, read once into `cell`.
+fn armed_millis(cell: &'static OnceLock<Option<u64>>, var: &str) -> Option<std::time::Duration> {
+    cell.get_or_init(|| std::env::var(var).ok().and_then(|v| v.parse().ok()))
         .map(std::time::Duration::from_millis)
 }
 
@@ -31,11 +31,5 @@ pub fn relay_delay() -> Option<std::time::Duration> {
 /// kill then must leave them unacknowledged).
 pub fn source_store_delay() -> Option<std::time::Duration> {
     static ARMED: OnceLock<Option<u64>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            std::env::var("FAILPOINT_SOURCE_STORE_DELAY_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
-        .map(std::time::Duration::from_millis)
+    armed_millis(&ARMED, "FAILPOINT_SOURCE_STORE_DELAY_MS")
 }
