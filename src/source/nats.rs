@@ -45,6 +45,9 @@ const MAX_ACK_PENDING: i64 = (BATCH * (IN_FLIGHT + 2)) as i64;
 /// The server sends a heartbeat this often while a pull waits; two missed mean the
 /// subscription is gone (a server restart, a lost route) and the consumer is set up again.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The first wait after a fault before the consumer is set up again; it doubles up to
+/// `RETRY_MAX` while the fault lasts.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts to set the consumer up.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long a message hookd could not store waits before JetStream offers it again.
@@ -118,7 +121,7 @@ async fn consume(
         }
     };
     let js = jetstream::new(client.clone());
-    let mut pause = Duration::from_millis(100);
+    let mut pause = FIRST_PAUSE;
     loop {
         if *stop.borrow() {
             break;
@@ -137,13 +140,17 @@ async fn consume(
             })
         };
         let result = match set_up {
-            Ok(messages) => take(messages, &config, &state, &status, &mut stop).await,
+            Ok(messages) => {
+                // Set up: a later fault starts its retries from the shortest pause again.
+                pause = FIRST_PAUSE;
+                take(messages, &config, &state, &status, &mut stop).await
+            }
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => break,
             Err(e) => {
-                if status.is_up() || pause == Duration::from_millis(100) {
+                if status.is_up() || pause == FIRST_PAUSE {
                     tracing::warn!(error = %e, url = %url, "nats source down; setting it up again");
                 }
                 status.fault(e.to_string());
