@@ -15,12 +15,13 @@ use serde_json::json;
 
 #[test]
 fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
-    // Slow enough that a backlog is pending when the backup is cut and still is at the loss:
-    // 100 deliveries a second against several hundred events ingested (5 ms per delivery
-    // drained the backlog before the loss on one CI run).
-    let rx = Receiver::with(200, &[], Duration::from_millis(20));
+    // Slow enough that a backlog is pending when the backup is cut: one delivery at a time,
+    // 30 ms each (33 a second), against the 100 to 500 events a second one client ingests.
+    // The endpoint is paused once the backup has answered, so that backlog is still pending at
+    // the loss (left to drain, it was delivered before the loss on a loaded CI machine).
+    let rx = Receiver::with(200, &[], Duration::from_millis(30));
     let mut h = Hookd::start(&[("HOOKD_OPERATOR__TENANT", "")]);
-    let (ep, _) = h.endpoint("bk", &rx.url, &["*"], json!({"max_concurrency": 2}));
+    let (ep, _) = h.endpoint("bk", &rx.url, &["*"], json!({"max_concurrency": 1}));
 
     // One client ingests b0, b1, … back to back, noting when each was acknowledged.
     let acked: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
@@ -54,6 +55,8 @@ fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
     );
     let answered = Instant::now();
     assert_eq!(code, 201, "{done}");
+    let (paused, _) = h.post_empty(&format!("/v1/endpoints/{ep}/pause"));
+    assert_eq!(paused, 200);
     assert_eq!(done["path"], backup.display().to_string());
     assert!(done["files"].as_u64().unwrap() > 0, "{done}");
     // Ingest and delivery go on after the backup.
