@@ -13,14 +13,7 @@ use serde_json::{json, Value};
 
 /// `hookd ctl` with the URL and token in the environment, as an operator would set them.
 fn ctl_command(h: &Hookd, args: &[&str]) -> Command {
-    let mut cmd = Command::new(hookd_bin());
-    cmd.arg("ctl")
-        .args(args)
-        .env_remove("HOOKD_CONFIG")
-        .env("HOOKD_URL", &h.base)
-        .env("HOOKD_TOKEN", ADMIN)
-        .current_dir(&h.dir);
-    cmd
+    h.ctl_command(args)
 }
 
 fn ctl(h: &Hookd, args: &[&str]) -> Output {

@@ -267,6 +267,12 @@ fn the_http_api_ingests_while_nats_is_down_and_consumption_resumes_when_it_retur
         down["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{down}"
     );
+    let status = |h: &Hookd| {
+        let out = h.ctl_command(&["status"]).output().expect("run hookd ctl");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(status(&h).contains("source nats: DOWN: "), "{}", status(&h));
     // The HTTP API still takes events and they are delivered.
     let ev = h.event("t1", "fraud_detected", json!({"via": "http"}));
     rx.wait_count(11, Duration::from_secs(30));
@@ -280,6 +286,7 @@ fn the_http_api_ingests_while_nats_is_down_and_consumption_resumes_when_it_retur
         readyz_nats(&h) == json!({"state": "up"})
     });
     assert_eq!(up_gauge(&h), Some(1.0));
+    assert!(status(&h).contains("source nats: up"), "{}", status(&h));
     h.wait_all_delivered(&[&ep], Duration::from_secs(30));
     let ids: HashSet<String> = rx.received().iter().map(|r| r.event_id()).collect();
     assert!((0..20).all(|i| ids.contains(&format!("n-{i}"))), "{ids:?}");

@@ -380,11 +380,14 @@ fn s(v: &Value) -> String {
 }
 
 fn status(api: &Api, json: bool) -> Result<(), CtlError> {
-    let ready = match api.get("/readyz") {
-        Ok(_) => true,
-        Err(CtlError::Api { .. }) => false,
+    let readyz = match api.get("/readyz") {
+        Ok(body) => Some(body),
+        Err(CtlError::Api { .. }) => None,
         Err(e) => return Err(e),
     };
+    let ready = readyz.is_some();
+    // Each configured source (API.md §15), as /readyz reports it; null when there is none.
+    let sources = readyz.map_or(Value::Null, |r| r["sources"].clone());
     let metrics = api.text("/metrics")?;
     let version = metrics
         .lines()
@@ -432,6 +435,7 @@ fn status(api: &Api, json: bool) -> Result<(), CtlError> {
         "version": version,
         "uptime_seconds": uptime,
         "pending": total,
+        "sources": sources,
         "endpoints": endpoints,
     });
     emit(json, &v, || {
@@ -440,6 +444,12 @@ fn status(api: &Api, json: bool) -> Result<(), CtlError> {
             if ready { "ready" } else { "NOT READY" },
             uptime.map_or("?".into(), age)
         );
+        for (name, source) in sources.as_object().into_iter().flatten() {
+            match source["state"].as_str() {
+                Some("up") => println!("source {name}: up"),
+                _ => println!("source {name}: DOWN: {}", s(&source["error"])),
+            }
+        }
         let rows: Vec<Vec<String>> = endpoints
             .iter()
             .map(|e| {

@@ -281,6 +281,18 @@ impl Hookd {
         }
     }
 
+    /// `hookd ctl ARGS…` against this hookd with the admin token, from its directory.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(hookd_bin());
+        cmd.arg("ctl")
+            .args(args)
+            .env_remove("HOOKD_CONFIG")
+            .env("HOOKD_URL", &self.base)
+            .env("HOOKD_TOKEN", ADMIN)
+            .current_dir(&self.dir);
+        cmd
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("hookd running").id()
     }
