@@ -88,19 +88,20 @@ fn json_records_of_an_older_build_open_recover_and_deliver() {
     );
     assert_eq!((code, &dup["duplicate"]), (200, &json!(true)), "{dup}");
 
-    // Point both endpoints at a live receiver; resume, and bring the failed one forward (its
-    // old schedule has it due in an hour).
+    // Point both endpoints at a live receiver; bring the failed one forward (its old schedule
+    // had it due an hour after the fixture was made: by now it may be due or not), then
+    // resume. Retried while the endpoint is still paused, no attempt of it can be in flight.
     for ep in [&done, &wait] {
         let (code, body) = h.patch(&format!("/v1/endpoints/{ep}"), json!({"url": rx.url}));
         assert_eq!(code, 200, "{body}");
     }
-    assert_eq!(h.post_empty(&format!("/v1/endpoints/{wait}/resume")).0, 200);
     let failed_first = old_wait["fx-wait-0"]["id"].as_str().unwrap().to_string();
     assert_eq!(
         h.post_empty(&format!("/v1/deliveries/{failed_first}/retry"))
             .0,
         202
     );
+    assert_eq!(h.post_empty(&format!("/v1/endpoints/{wait}/resume")).0, 200);
     h.event(
         "fx-done",
         "fraud_detected",
