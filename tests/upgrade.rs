@@ -52,7 +52,15 @@ fn by_event(history: &[Value]) -> std::collections::BTreeMap<String, Value> {
 #[test]
 fn json_records_of_an_older_build_open_recover_and_deliver() {
     let rx = Receiver::start();
-    let mut h = Hookd::start_on(unpacked_fixture(), &[("HOOKD_OPERATOR__TENANT", "")]);
+    // The fixture's events age with the calendar: a retention far longer than the test's
+    // life keeps the start-up prune from removing its finished ones a week after it was made.
+    let mut h = Hookd::start_on(
+        unpacked_fixture(),
+        &[
+            ("HOOKD_OPERATOR__TENANT", ""),
+            ("HOOKD_STORAGE__RETENTION", "36500days"),
+        ],
+    );
     let done = endpoint_of(&h, "fx-done");
     let wait = endpoint_of(&h, "fx-wait");
 
