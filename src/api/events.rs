@@ -12,7 +12,7 @@ use super::views::{
 
 use super::auth::Scope;
 use super::{parse_json, parse_query, read_json_body, ApiError, AppState};
-use crate::intake::{EventIn, Rules};
+use crate::intake::EventIn;
 use crate::metrics::METRICS;
 use crate::model::{now_millis, rfc3339, DeliveryId};
 use crate::storage::{IngestOutcome, NewEvent};
@@ -29,20 +29,6 @@ pub struct BatchIn {
     /// is not answers with the error object in its place in `results`.
     #[schema(value_type = Vec<Value>)]
     events: Vec<Box<RawValue>>,
-}
-
-/// The rules a request's events are checked against: the configuration in force now.
-fn rules<'a>(
-    state: &'a AppState,
-    catalogue: &'a [String],
-    schemas: &'a crate::schemas::Schemas,
-) -> Rules<'a> {
-    Rules {
-        router: &state.router,
-        max_payload_bytes: state.config.events.max_payload_bytes,
-        catalogue,
-        schemas,
-    }
 }
 
 fn ingested(id: String, outcome: IngestOutcome) -> Ingested {
@@ -106,7 +92,9 @@ async fn ingest_one(
     let body = read_json_body(&req, payload, limit).await?;
     let input: EventIn = parse_json(&body, "")?;
     let catalogue = state.catalogue();
-    let new = rules(&state, &catalogue, &state.schemas()).prepare(input, "", now_millis())?;
+    let new = state
+        .rules(&catalogue, &state.schemas())
+        .prepare(input, "", now_millis())?;
     let (id, event_type) = (new.event.id.clone(), new.event.event_type.clone());
     // Once the store has it, the writer hands the deliveries over whether or not this request
     // is still there to see the answer.
@@ -154,7 +142,7 @@ async fn ingest_many(
     let now = now_millis();
     let catalogue = state.catalogue();
     let schemas = state.schemas();
-    let rules = rules(&state, &catalogue, &schemas);
+    let rules = state.rules(&catalogue, &schemas);
     let mut results: Vec<Option<BatchItem>> = (0..batch.events.len()).map(|_| None).collect();
     let mut accepted: Vec<(usize, String, String)> = Vec::new();
     let mut to_store: Vec<NewEvent> = Vec::new();

@@ -64,6 +64,21 @@ impl AppState {
         self.catalogue.read().clone()
     }
 
+    /// The rules events are checked against, with `catalogue` and `schemas` as read once for
+    /// a request or a chunk of messages (so that all its events see one version of them).
+    pub fn rules<'a>(
+        &'a self,
+        catalogue: &'a [String],
+        schemas: &'a crate::schemas::Schemas,
+    ) -> crate::intake::Rules<'a> {
+        crate::intake::Rules {
+            router: &self.router,
+            max_payload_bytes: self.config.events.max_payload_bytes,
+            catalogue,
+            schemas,
+        }
+    }
+
     fn supervisor(&self) -> Result<Addr<Supervisor>, ApiError> {
         self.supervisor
             .read()

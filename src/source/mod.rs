@@ -98,7 +98,8 @@ impl SourceStatus {
     }
 
     pub fn is_up(&self) -> bool {
-        self.view().state == SourceState::Up
+        let s = self.inner.lock();
+        s.connected && s.consuming
     }
 
     fn set_connected(&self, connected: bool, error: Option<String>) {

@@ -312,6 +312,8 @@ struct CheckedChunk {
     to_store: Vec<NewEvent>,
     ackers: Vec<jetstream::message::Acker>,
     refused: Vec<jetstream::message::Acker>,
+    /// The catalogue the chunk was checked against, for counting what it stores.
+    catalogue: std::sync::Arc<Vec<String>>,
 }
 
 /// Parses, checks and routes each message of a chunk (the CPU-bound part); logs and counts
@@ -323,24 +325,19 @@ fn check_chunk(
 ) -> CheckedChunk {
     let catalogue = state.catalogue();
     let schemas = state.schemas();
-    let rules = Rules {
-        router: &state.router,
-        max_payload_bytes: state.config.events.max_payload_bytes,
-        catalogue: &catalogue,
-        schemas: &schemas,
-    };
+    let rules = state.rules(&catalogue, &schemas);
     let now = now_millis();
     let mut checked = CheckedChunk {
         to_store: Vec::with_capacity(messages.len()),
         ackers: Vec::with_capacity(messages.len()),
         refused: Vec::new(),
+        catalogue: catalogue.clone(),
     };
     for m in messages {
-        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let published = m
-            .info()
-            .map(|i| i.published.unix_timestamp_nanos())
-            .unwrap_or(0);
+        // One parse of the reply subject for both.
+        let (sequence, published) = m.info().map_or((0, 0), |i| {
+            (i.stream_sequence, i.published.unix_timestamp_nanos())
+        });
         let (message, acker) = m.split();
         match check(&rules, &message, sequence, published, now) {
             Ok(new) => {
@@ -373,6 +370,7 @@ fn store_chunk(
         to_store,
         ackers,
         refused,
+        catalogue,
     } = check_chunk(&state, stream, messages);
     let store = state.store.clone();
     async move {
@@ -394,7 +392,6 @@ fn store_chunk(
             .collect();
         match store.ingest(to_store).await {
             Ok(outcomes) => {
-                let catalogue = state.catalogue();
                 for ((acker, outcome), event_type) in ackers.into_iter().zip(outcomes).zip(types) {
                     if matches!(outcome, IngestOutcome::Stored { .. }) {
                         METRICS.event_ingested(&event_type, &catalogue);
