@@ -1169,6 +1169,18 @@ fn main() {
             });
             std::thread::sleep(Duration::from_secs(1));
             let mut lat = rx.latencies_us.lock().unwrap().clone();
+            if debug {
+                let slow: Vec<String> = lat
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| **l > 2000)
+                    .map(|(i, l)| format!("#{i}:{:.1}", *l as f64 / 1000.0))
+                    .collect();
+                eprintln!(
+                    "latency window {window}: over 2 ms, by order received: {}",
+                    slow.join(" ")
+                );
+            }
             lat.sort_unstable();
             table.note(
                 &format!(

@@ -255,7 +255,18 @@ impl Sender {
     }
 
     pub fn headers(req: &WebhookRequest<'_>) -> HeaderMap {
-        let mut h = HeaderMap::new();
+        // hookd's own names are constants: no per-request parsing of them; only the
+        // endpoint's names (static headers, its signature header) are checked here.
+        const ID: HeaderName = HeaderName::from_static("x-webhook-id");
+        const EVENT: HeaderName = HeaderName::from_static("x-webhook-event");
+        const ATTEMPT: HeaderName = HeaderName::from_static("x-webhook-attempt");
+        const ORDERING_KEY: HeaderName = HeaderName::from_static("x-webhook-ordering-key");
+        const SEQUENCE: HeaderName = HeaderName::from_static("x-webhook-sequence");
+        const SW_ID: HeaderName = HeaderName::from_static("webhook-id");
+        const SW_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+        const SW_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+        let extra = req.static_headers.map_or(0, BTreeMap::len);
+        let mut h = HeaderMap::with_capacity(12 + extra);
         if let Some(extra) = req.static_headers {
             for (k, v) in extra {
                 if let (Ok(k), Ok(v)) = (
@@ -267,37 +278,42 @@ impl Sender {
             }
         }
         let body = &req.body[..];
-        let mut set = |name: &str, value: String| {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), value.try_into()) {
-                h.insert(k, v);
-            }
-        };
+        // Values that are not valid header text (never for ids and types hookd accepted) are
+        // left out rather than failing the attempt.
+        let text = |value: &str| HeaderValue::from_str(value).ok();
         // With ed25519 only the asymmetric signature goes out: an HMAC header would need a
         // shared secret the receiver does not have.
         if let (Some(current), Signing::Hmac) = (req.secrets.first(), req.signing) {
-            set(req.signature_header, signing::hex_signature(current, body));
+            if let (Ok(k), Some(v)) = (
+                HeaderName::from_bytes(req.signature_header.as_bytes()),
+                text(&signing::hex_signature(current, body)),
+            ) {
+                h.insert(k, v);
+            }
         }
-        set("X-Webhook-Id", req.event_id.to_string());
-        set("X-Webhook-Event", req.event_type.to_string());
-        set("X-Webhook-Attempt", req.attempt.to_string());
+        if let Some(id) = text(req.event_id) {
+            h.insert(ID, id.clone());
+            h.insert(SW_ID, id);
+        }
+        if let Some(v) = text(req.event_type) {
+            h.insert(EVENT, v);
+        }
+        h.insert(ATTEMPT, HeaderValue::from(req.attempt));
         if let Some((key, seq)) = req.ordering {
-            set("X-Webhook-Ordering-Key", key.to_string());
-            set("X-Webhook-Sequence", seq.to_string());
+            if let Some(v) = text(key) {
+                h.insert(ORDERING_KEY, v);
+            }
+            h.insert(SEQUENCE, HeaderValue::from(seq));
         }
-        set("webhook-id", req.event_id.to_string());
-        set("webhook-timestamp", req.timestamp.to_string());
+        h.insert(SW_TIMESTAMP, HeaderValue::from(req.timestamp));
         let secrets = req.secrets.iter().copied();
-        set(
-            "webhook-signature",
-            match req.signing {
-                Signing::Hmac => {
-                    signing::standard_header(secrets, req.event_id, req.timestamp, body)
-                }
-                Signing::Ed25519 => {
-                    signing::ed25519_header(secrets, req.event_id, req.timestamp, body)
-                }
-            },
-        );
+        let signature = match req.signing {
+            Signing::Hmac => signing::standard_header(secrets, req.event_id, req.timestamp, body),
+            Signing::Ed25519 => signing::ed25519_header(secrets, req.event_id, req.timestamp, body),
+        };
+        if let Some(v) = text(&signature) {
+            h.insert(SW_SIGNATURE, v);
+        }
         if let Some(token) = req.bearer {
             if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {token}")) {
                 v.set_sensitive(true);
@@ -325,15 +341,13 @@ impl Sender {
                 };
             }
         }
-        let headers = Self::headers(&req);
-        let body = req.body.clone();
-        let result = client
-            .post(req.url.clone())
-            .headers(headers)
-            .timeout(req.timeout)
-            .body(body)
-            .send()
-            .await;
+        // The request is built whole rather than through `RequestBuilder`, which would merge
+        // the header map into an empty one entry by entry.
+        let mut request = reqwest::Request::new(reqwest::Method::POST, req.url.clone());
+        *request.headers_mut() = Self::headers(&req);
+        *request.timeout_mut() = Some(req.timeout);
+        *request.body_mut() = Some(req.body.clone().into());
+        let result = client.execute(request).await;
         let response = match result {
             Ok(r) => r,
             Err(e) => {
