@@ -1359,9 +1359,19 @@ fn main() {
                 200,
                 None,
             )) * BATCH as f64;
-            // Every filter matched: five deliveries per event, as without filters.
-            let depth = hc.metric("hookd_queue_depth");
-            let ingested = hc.metric("hookd_events_ingested_total");
+            // Every filter matched: five deliveries per event, as without filters. The
+            // endpoints' actors count what ingest handed them on their own time, so the last
+            // hand-overs may still be in their mailboxes when the load stops.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (mut depth, mut ingested);
+            loop {
+                depth = hc.metric("hookd_queue_depth");
+                ingested = hc.metric("hookd_events_ingested_total");
+                if depth == 5.0 * ingested || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             assert_eq!(
                 depth,
                 5.0 * ingested,
