@@ -147,7 +147,8 @@ impl AttemptReport {
 pub struct WebhookRequest<'a> {
     /// Parsed once per endpoint change, not per request.
     pub url: &'a reqwest::Url,
-    pub signature_header: &'a str,
+    /// Parsed once per endpoint change; `None` leaves the hex signature out.
+    pub signature_header: Option<&'a HeaderName>,
     pub signing: Signing,
     pub secrets: Vec<&'a Secret>,
     pub event_id: &'a str,
@@ -255,8 +256,8 @@ impl Sender {
     }
 
     pub fn headers(req: &WebhookRequest<'_>) -> HeaderMap {
-        // hookd's own names are constants: no per-request parsing of them; only the
-        // endpoint's names (static headers, its signature header) are checked here.
+        // hookd's own names are constants and the endpoint's signature header is parsed
+        // with its settings: only static headers are still checked here.
         const ID: HeaderName = HeaderName::from_static("x-webhook-id");
         const EVENT: HeaderName = HeaderName::from_static("x-webhook-event");
         const ATTEMPT: HeaderName = HeaderName::from_static("x-webhook-attempt");
@@ -265,8 +266,7 @@ impl Sender {
         const SW_ID: HeaderName = HeaderName::from_static("webhook-id");
         const SW_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
         const SW_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
-        let extra = req.static_headers.map_or(0, BTreeMap::len);
-        let mut h = HeaderMap::with_capacity(12 + extra);
+        let mut h = HeaderMap::with_capacity(12 + req.static_headers.map_or(0, BTreeMap::len));
         if let Some(extra) = req.static_headers {
             for (k, v) in extra {
                 if let (Ok(k), Ok(v)) = (
@@ -283,12 +283,11 @@ impl Sender {
         let text = |value: &str| HeaderValue::from_str(value).ok();
         // With ed25519 only the asymmetric signature goes out: an HMAC header would need a
         // shared secret the receiver does not have.
-        if let (Some(current), Signing::Hmac) = (req.secrets.first(), req.signing) {
-            if let (Ok(k), Some(v)) = (
-                HeaderName::from_bytes(req.signature_header.as_bytes()),
-                text(&signing::hex_signature(current, body)),
-            ) {
-                h.insert(k, v);
+        if let (Some(current), Signing::Hmac, Some(name)) =
+            (req.secrets.first(), req.signing, req.signature_header)
+        {
+            if let Some(v) = text(&signing::hex_signature(current, body)) {
+                h.insert(name.clone(), v);
             }
         }
         if let Some(id) = text(req.event_id) {

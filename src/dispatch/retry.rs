@@ -171,14 +171,26 @@ pub struct EndpointSettings {
     pub max_concurrency: usize,
     pub timeout: Duration,
     pub schedule: RetrySchedule,
+    /// As configured (the API shows it so).
     pub signature_header: String,
+    /// `signature_header` parsed once per endpoint change, like `url`, for the requests:
+    /// validated when the endpoint was stored (and `delivery.signature_header` at start), so
+    /// `None` means a corrupt record, and the hex signature is left out.
+    pub signature_name: Option<reqwest::header::HeaderName>,
     /// Validated when the endpoint was stored; an error here means a corrupt record.
     pub url: Result<reqwest::Url, String>,
 }
 
 impl EndpointSettings {
     pub fn resolve(spec: &EndpointSpec, defaults: &DeliveryConfig) -> EndpointSettings {
+        let signature_header = spec
+            .signature_header
+            .clone()
+            .unwrap_or_else(|| defaults.signature_header.clone());
         EndpointSettings {
+            signature_name: reqwest::header::HeaderName::from_bytes(signature_header.as_bytes())
+                .ok(),
+            signature_header,
             max_concurrency: spec
                 .max_concurrency
                 .unwrap_or(defaults.max_concurrency)
@@ -193,10 +205,6 @@ impl EndpointSettings {
                     .collect(),
                 defaults.retry_jitter,
             ),
-            signature_header: spec
-                .signature_header
-                .clone()
-                .unwrap_or_else(|| defaults.signature_header.clone()),
             url: reqwest::Url::parse(&spec.url).map_err(|e| e.to_string()),
         }
     }

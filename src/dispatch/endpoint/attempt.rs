@@ -427,7 +427,7 @@ pub(super) async fn send(
     let body = bytes::Bytes::copy_from_slice(event.payload.get().as_bytes());
     let request = |bearer| WebhookRequest {
         url,
-        signature_header: &settings.signature_header,
+        signature_header: settings.signature_name.as_ref(),
         signing: endpoint.spec.signing.unwrap_or_default(),
         secrets: endpoint.signing_secrets(at).collect(),
         event_id: &delivery.event_id,
