@@ -14,6 +14,7 @@ let stream = null; // AbortController of the live feed
 const feed = []; // newest first, at most FEED_MAX lines
 const FEED_MAX = 200;
 let refreshTimer = null;
+let shown = 0; // the newest refresh started (see refresh)
 let view = { name: "", id: null, refresh: null };
 // A rotation's new secret, kept across live refreshes of its endpoint's view until the
 // operator says it is copied (or leaves the view): shown once, but not lost to a refresh.
@@ -122,6 +123,7 @@ function showLogin(message) {
       "It is kept in this tab only."),
     h("button", { type: "submit", class: "primary" }, "Log in"),
   );
+  shown += 1; // a refresh still waiting for hookd must not cover the form
   main.replaceChildren(h("section", { class: "login card" }, h("h1", {}, "hookd console"), form));
   if (message) say(message, true);
   input.focus();
@@ -174,7 +176,7 @@ async function endpointsView() {
       h("td", { class: "error-text" }, s.last_error || ""),
     );
   });
-  main.replaceChildren(
+  return [
     h("h1", {}, "Endpoints"),
     details.length
       ? h("div", { class: "table-wrap" }, h("table", { id: "endpoints" },
@@ -185,7 +187,7 @@ async function endpointsView() {
             h("th", { class: "hide-narrow" }, "Success (1 h)"), h("th", {}, "Last error"))),
           h("tbody", {}, rows)))
       : h("p", {}, "No endpoints yet."),
-  );
+  ];
 }
 
 const STATUSES = ["", "pending", "succeeded", "failed", "expired", "cancelled"];
@@ -237,7 +239,7 @@ async function endpointView(id, opts) {
       h("td", { class: "error-text" }, last && last.error ? last.error : ""),
     );
   });
-  main.replaceChildren(
+  return [
     h("p", {}, h("a", { href: "#/" }, "← Endpoints")),
     h("h1", {}, e.url),
     h("div", { class: "actions" },
@@ -294,7 +296,7 @@ async function endpointView(id, opts) {
         onclick: () => { view.opts = { status: filter, cursor: page.next_cursor }; refresh(); } }, "Older →") : null),
     h("h2", {}, "Settings"),
     h("dl", { class: "settings card" }, settings.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-  );
+  ];
 }
 
 function secretPanel() {
@@ -318,7 +320,7 @@ async function deliveryView(id) {
     h("td", { class: "error-text" }, a.error || ""),
     h("td", {}, a.response_body ? h("pre", {}, a.response_body) : ""),
   ));
-  main.replaceChildren(
+  return [
     h("p", {}, h("a", { href: `#/endpoints/${d.endpoint_id}` }, "← Endpoint")),
     h("h1", {}, "Delivery ", h("span", { class: "mono" }, d.id)),
     h("dl", { class: "settings card" },
@@ -342,7 +344,7 @@ async function deliveryView(id) {
             h("th", {}, "Response"))),
           h("tbody", {}, rows)))
       : h("p", {}, "No attempt yet."),
-  );
+  ];
 }
 
 function feedLine(kind, line) {
@@ -361,11 +363,11 @@ function feedLine(kind, line) {
 }
 
 function feedView() {
-  main.replaceChildren(
+  return [
     h("h1", {}, "Live feed"),
     h("p", { class: "muted" }, stream ? "Attempts and endpoint changes as they happen." : "Not connected."),
     h("ul", { class: "feed card", id: "feed" }, feed.map(([k, l]) => feedLine(k, l))),
-  );
+  ];
 }
 
 // --- the live stream ---------------------------------------------------------------------
@@ -435,13 +437,20 @@ async function startStream() {
 
 async function refresh() {
   if (!view.refresh) return;
+  // Refreshes overlap (a filter changed twice, a live line, another view chosen) and their
+  // answers from hookd come back in any order: only the newest one is shown, or an older
+  // answer would replace a newer view.
+  const mine = ++shown;
   // A live refresh rebuilds the view: the control that had the focus gets it back.
   const focused = document.activeElement && document.activeElement.id;
   try {
-    await view.refresh();
+    const nodes = await view.refresh();
+    if (mine !== shown) return;
+    main.replaceChildren(...nodes);
     const again = focused && document.getElementById(focused);
     if (again && again !== document.activeElement) again.focus({ preventScroll: true });
   } catch (e) {
+    if (mine !== shown) return;
     if (!(e instanceof ApiError && (e.status === 401 || e.status === 403))) {
       say(`Cannot load this view: ${e.message}`, true);
     }

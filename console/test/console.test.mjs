@@ -99,6 +99,20 @@ async function tabTo(page, selector, max = 80) {
   throw new Error(`Tab never reached ${selector}`);
 }
 
+/// Holds hookd's answers to the requests `matches` picks for a second before letting them
+/// through, as a loaded machine may: a view asked for earlier then answers after one asked
+/// for later. Returns when the held answer came, and a function that stops holding.
+async function holdAnswers(page, matches) {
+  const hold = async (route) => {
+    await new Promise((r) => setTimeout(r, 1000));
+    await route.continue();
+  };
+  await page.route(matches, hold);
+  const answered = page.waitForResponse((r) => matches(new URL(r.url())), { timeout: WAIT })
+    .then(() => Date.now());
+  return { answered, stop: () => page.unroute(matches, hold) };
+}
+
 /// Watches a page: requests leaving the origin, console errors (CSP violations are among
 /// them), uncaught exceptions, and full page loads (a live update must not need one).
 function watch(page, base) {
@@ -167,18 +181,29 @@ async function flow(browser, hookd, receivers, { viewport, keyboard, shots }) {
   // The failing endpoint, its failed deliveries.
   await click(`a[href="#/endpoints/${receivers.failingId}"]`);
   await page.locator("#status-filter").waitFor({ timeout: WAIT });
+  // The filter passes through "pending" on its way, and hookd's answer for "pending" comes
+  // last: the list must still be the failed deliveries once it has come.
+  const pending = await holdAnswers(page, (u) =>
+    u.pathname.endsWith("/deliveries") && u.searchParams.get("status") === "pending");
   if (keyboard) {
     await tabTo(page, "#status-filter");
     await page.keyboard.press("ArrowDown"); // pending
     await page.keyboard.press("ArrowDown"); // succeeded
     await page.keyboard.press("ArrowDown"); // failed
   } else {
+    await page.selectOption("#status-filter", "pending");
     await page.selectOption("#status-filter", "failed");
   }
-  await until("only failed deliveries listed", async () => {
+  const onlyFailed = async () => {
     const statuses = await page.locator("#deliveries tbody .badge").allInnerTexts();
     return statuses.length > 0 && statuses.every((s) => s === "failed");
-  });
+  };
+  await until("only failed deliveries listed", onlyFailed);
+  await pending.answered;
+  await page.waitForTimeout(300);
+  await pending.stop();
+  assert.ok(await onlyFailed(), "the late answer for pending replaced the failed deliveries");
+  assert.equal(await page.locator("#status-filter").inputValue(), "failed");
   await shot("endpoint");
 
   // One failed delivery, its attempts; retry it with the receiver fixed, and see the
@@ -214,9 +239,18 @@ async function flow(browser, hookd, receivers, { viewport, keyboard, shots }) {
   await page.locator("#new-secret").waitFor({ state: "detached", timeout: WAIT });
   assert.equal(await page.locator("text=whsec_").count(), 0, "the secret is shown once");
 
-  // The live feed: a new event's attempt appears in it as it happens.
+  // The live feed: a new event's attempt appears in it as it happens. It is chosen while the
+  // endpoint list, asked for just before, still waits for hookd: the list's late answer must
+  // not cover the feed.
+  const list = await holdAnswers(page, (u) => u.pathname === "/v1/endpoints");
+  await click('nav a[href="#/"]');
   await click('a[href="#/feed"]');
   await page.locator("#feed").waitFor({ timeout: WAIT });
+  const feedShown = Date.now();
+  assert.ok(feedShown < (await list.answered), "the feed was shown before the list answered");
+  await page.waitForTimeout(300);
+  await list.stop();
+  assert.ok(await page.locator("#feed").isVisible(), "the list's late answer covered the feed");
   await until("the live stream open", async () =>
     (await page.evaluate(() => document.body.dataset.stream)) === "open");
   const before = await page.locator("#feed li").count();
