@@ -24,6 +24,10 @@ fn benches(c: &mut Criterion) {
             hookd::canonical::to_string(&v)
         })
     });
+    // What intake runs: the payload's text read straight into the canonical form.
+    g.bench_function("canonical_json_single_pass", |b| {
+        b.iter(|| serde_json::from_str::<hookd::canonical::CanonicalObject>(PAYLOAD).unwrap())
+    });
     let body = hookd::canonical::to_string(&serde_json::from_str(PAYLOAD).unwrap());
     let secret = Secret::generate();
     g.bench_function("sign_hex", |b| {

@@ -11,6 +11,7 @@
 //!   2³²−1) come first in ascending order, because JavaScript objects enumerate them so; a
 //!   repeated key keeps its first position and its last value, as `JSON.parse` does.
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// Writes `value` in the canonical form.
@@ -25,6 +26,215 @@ pub fn object_to_string(map: &Map<String, Value>) -> String {
     let mut out = String::with_capacity(128);
     write_object(&mut out, map);
     out
+}
+
+/// A JSON object read straight into its canonical form: deserializing it writes each token as
+/// it is read, so an ingested payload is never built as a tree of maps and strings (that tree
+/// and its allocations cost more than the rest of an event's intake). The result is
+/// [`object_to_string`] of the object `JSON.parse` would make of the same text.
+pub struct CanonicalObject(pub String);
+
+impl<'de> serde::Deserialize<'de> for CanonicalObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = String;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<String, A::Error> {
+                let mut out = String::with_capacity(256);
+                let mut entries = Vec::new();
+                Writer {
+                    out: &mut out,
+                    entries: &mut entries,
+                }
+                .visit_map(map)?;
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Top).map(CanonicalObject)
+    }
+}
+
+/// One member written into the output of an object still open: where its key starts, where
+/// the key ends (the `:` follows), and where its value ends.
+struct Entry {
+    key: usize,
+    colon: usize,
+    end: usize,
+    index: Option<u32>,
+}
+
+/// Writes the value it deserializes. `entries` is one stack for the members of every object
+/// still open, so that no object allocates a list of its own.
+struct Writer<'s> {
+    out: &'s mut String,
+    entries: &'s mut Vec<Entry>,
+}
+
+impl<'de> DeserializeSeed<'de> for Writer<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Writer<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.out.push_str("null");
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.push_str(if v { "true" } else { "false" });
+        Ok(())
+    }
+    // Integers as IEEE doubles, as `Number::as_f64` gives them to `write_value`.
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        let mut buf = ryu_js::Buffer::new();
+        self.out.push_str(buf.format(v));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        write_str(self.out, v);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push('[');
+        let mut n = 0usize;
+        loop {
+            // The separator goes in before the element is known to exist, and out if not.
+            let mark = self.out.len();
+            if n > 0 {
+                self.out.push(',');
+            }
+            let item = Writer {
+                out: &mut *self.out,
+                entries: &mut *self.entries,
+            };
+            if seq.next_element_seed(item)?.is_none() {
+                self.out.truncate(mark);
+                break;
+            }
+            n += 1;
+        }
+        self.out.push(']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push('{');
+        let start = self.out.len();
+        let base = self.entries.len();
+        loop {
+            let mark = self.out.len();
+            if self.entries.len() > base {
+                self.out.push(',');
+            }
+            let key = self.out.len();
+            let Some(index) = map.next_key_seed(KeyWriter(&mut *self.out))? else {
+                self.out.truncate(mark);
+                break;
+            };
+            let colon = self.out.len();
+            self.out.push(':');
+            map.next_value_seed(Writer {
+                out: &mut *self.out,
+                entries: &mut *self.entries,
+            })?;
+            let end = self.out.len();
+            self.entries.push(Entry {
+                key,
+                colon,
+                end,
+                index,
+            });
+        }
+        reorder(self.out, start, &self.entries[base..]);
+        self.entries.truncate(base);
+        self.out.push('}');
+        Ok(())
+    }
+}
+
+/// Writes a member's key; answers whether it is an array index.
+struct KeyWriter<'s>(&'s mut String);
+
+impl<'de> DeserializeSeed<'de> for KeyWriter<'_> {
+    type Value = Option<u32>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<u32>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyWriter<'_> {
+    type Value = Option<u32>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<u32>, E> {
+        write_str(self.0, v);
+        Ok(array_index(v))
+    }
+}
+
+/// The members of an object written in the order read, from `start` (just after its `{`),
+/// put in the order [`write_object`] gives: array indices first, ascending, then the rest in
+/// first-seen order, a repeated key at its first place with its last value. Written keys are
+/// compared as written: escaping gives equal strings equal text and different ones different.
+fn reorder(out: &mut String, start: usize, entries: &[Entry]) {
+    let key = |e: &Entry| &out[e.key..e.colon];
+    let repeated = match entries.len() {
+        0 | 1 => false,
+        n if n <= 8 => (1..n).any(|i| entries[..i].iter().any(|e| key(e) == key(&entries[i]))),
+        _ => {
+            let mut keys: Vec<&str> = entries.iter().map(key).collect();
+            keys.sort_unstable();
+            keys.windows(2).any(|w| w[0] == w[1])
+        }
+    };
+    if !repeated && entries.iter().all(|e| e.index.is_none()) {
+        return;
+    }
+    // Rare (JavaScript-style index keys or a repeated key): put together anew.
+    let mut members: Vec<(&str, &str, Option<u32>)> = Vec::with_capacity(entries.len());
+    let mut place: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in entries {
+        let (k, v) = (key(e), &out[e.colon + 1..e.end]);
+        match place.get(k) {
+            Some(&i) => members[i].1 = v,
+            None => {
+                place.insert(k, members.len());
+                members.push((k, v, e.index));
+            }
+        }
+    }
+    let mut indices: Vec<&(&str, &str, Option<u32>)> =
+        members.iter().filter(|m| m.2.is_some()).collect();
+    indices.sort_by_key(|m| m.2);
+    let mut rebuilt = String::with_capacity(out.len() - start);
+    for (k, v, _) in indices
+        .into_iter()
+        .chain(members.iter().filter(|m| m.2.is_none()))
+    {
+        if !rebuilt.is_empty() {
+            rebuilt.push(',');
+        }
+        rebuilt.push_str(k);
+        rebuilt.push(':');
+        rebuilt.push_str(v);
+    }
+    out.truncate(start);
+    out.push_str(&rebuilt);
 }
 
 fn write_value(out: &mut String, value: &Value) {
@@ -170,7 +380,111 @@ mod tests {
         );
     }
 
+    /// The single pass and the tree agree, or both refuse.
+    fn both(input: &str) -> Result<String, String> {
+        let streamed = serde_json::from_str::<CanonicalObject>(input).map(|c| c.0);
+        let tree = serde_json::from_str::<Map<String, Value>>(input).map(|m| object_to_string(&m));
+        match (streamed, tree) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a, b, "{input}");
+                Ok(a)
+            }
+            (Err(a), Err(_)) => Err(a.to_string()),
+            (a, b) => panic!("{input}: single pass {a:?}, tree {b:?}"),
+        }
+    }
+
+    #[test]
+    fn the_single_pass_writes_what_the_tree_writes() {
+        for input in [
+            r#"{}"#,
+            r#"{"a":{}, "b":[], "c":[[],{}]}"#,
+            r#"{"b":1,"a":2,"c":{"z":1,"y":2}}"#,
+            r#"{"b":1,"2":2,"10":3,"1":4,"01":5,"-1":6}"#,
+            r#"{"4294967295":1,"4294967294":2}"#,
+            r#"{"a":1,"b":2,"a":3}"#,
+            r#"{"a":{"x":1,"x":{"y":1,"y":2}},"1":[{"0":1,"b":2,"0":3}],"a":[85.0,-0,1e21]}"#,
+            r#"{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k3":30}"#,
+            r#"{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10}"#,
+            r#"{"e\u0301":1,"é":2,"\u00e9":3,"a\"b":[true,false,null]}"#,
+            r#" { "a" : [ 1 , 12345678901234567890 , -9007199254740993, 1E-7 ] } "#,
+        ] {
+            assert!(both(input).is_ok(), "{input}");
+        }
+        assert_eq!(
+            both(r#"{"a":1,"2":[],"a":{"1":0,"0":1},"0":"x"}"#).unwrap(),
+            r#"{"0":"x","2":[],"a":{"0":1,"1":0}}"#
+        );
+        for refused in [
+            "[]",
+            "\"x\"",
+            "1",
+            "null",
+            r#"{"x":1e999}"#,
+            r#"{"x":"\ud800"}"#,
+            r#"{"x":NaN}"#,
+            r#"{"x":1,}"#,
+            r#"{"x":[1,]}"#,
+            r#"{"x":1} 2"#,
+        ] {
+            assert!(both(refused).is_err(), "{refused}");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(
+            both(&deep).is_err(),
+            "nesting past serde_json's limit is refused"
+        );
+    }
+
+    /// JSON text of objects whose keys repeat and look like array indices often.
+    fn object_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("0".to_string()),
+            Just("7".to_string()),
+            Just("10".to_string()),
+            Just("01".to_string()),
+            "[a-c0-9\\\"é]{0,3}",
+        ]
+        .prop_map(|k| serde_json::to_string(&k).unwrap_or_default());
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            "\\PC{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+        ];
+        let value = leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|members| {
+                    let m: Vec<String> = members.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", m.join(" , "))
+                }),
+            ]
+        });
+        proptest::collection::vec(value, 0..4).prop_map(|vs| {
+            let m: Vec<String> = vs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("\"{}\":{v}", ["a", "1", "b", "a"][i]))
+                .collect();
+            format!("{{{}}}", m.join(","))
+        })
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_single_pass_agrees_with_the_tree_on_any_object(text in object_text()) {
+            proptest::prop_assert!(both(&text).is_ok(), "{}", text);
+        }
+
         #[test]
         fn a_string_is_written_as_serde_json_writes_it(s in "\\PC*|[\\x00-\\x7f]*") {
             let mut out = String::new();

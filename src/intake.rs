@@ -7,10 +7,11 @@
 //! it writes nothing.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
-use crate::canonical;
-use crate::dispatch::{Incoming, Router};
+use crate::canonical::CanonicalObject;
+use crate::dispatch::{Incoming, Payload, Router};
 use crate::metrics::IngestRejection;
 use crate::model::{check_identifier, UnixMillis};
 use crate::schemas::Schemas;
@@ -29,9 +30,11 @@ pub struct EventIn {
     pub event_type: String,
     #[schema(value_type = crate::rules::Identifier)]
     pub tenant: String,
-    /// Any JSON object up to `events.max_payload_bytes`.
+    /// Any JSON object up to `events.max_payload_bytes`. Kept as its text here and read once
+    /// into its canonical form by [`Rules::prepare`]; parsed as a tree only for a schema or
+    /// an endpoint filter.
     #[schema(value_type = Object)]
-    pub payload: Map<String, Value>,
+    pub payload: Box<RawValue>,
     /// Its deliveries expire if not succeeded by then.
     #[serde(default)]
     #[schema(value_type = Option<crate::rules::Rfc3339String>)]
@@ -51,6 +54,9 @@ pub enum IntakeError {
     /// A type outside `events.types`.
     #[error("{0}")]
     UnknownType(String),
+    /// A payload that is not JSON hookd accepts (a number out of range, a lone surrogate…).
+    #[error("{0}")]
+    Malformed(String),
     /// A payload its type's schema refuses.
     #[error("{0}")]
     SchemaViolation(String),
@@ -84,7 +90,7 @@ impl Rules<'_> {
     /// messages (`events[3]` in a batch, empty for a single event).
     pub fn prepare(
         &self,
-        mut input: EventIn,
+        input: EventIn,
         field: &str,
         now: UnixMillis,
     ) -> Result<NewEvent, IntakeError> {
@@ -99,6 +105,9 @@ impl Rules<'_> {
             field: name(f),
             message,
         };
+        // First, as when the whole body was one parse: a malformed payload is reported before
+        // any other field.
+        let body = canonical_payload(input.payload.get(), &name("payload"))?;
         let id = match input.id {
             Some(id) => {
                 check_identifier(&id).map_err(|m| invalid("id", m))?;
@@ -115,12 +124,14 @@ impl Rules<'_> {
                 input.event_type
             )));
         }
+        let mut tree = None;
         if let Some(schema) = self.schemas.get(&input.event_type) {
-            // Validated as a Value without copying the payload: moved in and back out.
-            let payload = Value::Object(std::mem::take(&mut input.payload));
+            // invariant: the text parsed once already, by the same parser.
+            let payload: Value = serde_json::from_str(input.payload.get())
+                .map_err(|e| invalid("payload", e.to_string()))?;
             let checked = schema.check(&payload);
             if let Value::Object(m) = payload {
-                input.payload = m;
+                tree = Some(m);
             }
             if let Err((path, message)) = checked {
                 let path = if field.is_empty() {
@@ -131,7 +142,6 @@ impl Rules<'_> {
                 return Err(IntakeError::SchemaViolation(format!("{path}: {message}")));
             }
         }
-        let body = canonical::object_to_string(&input.payload);
         let max = self.max_payload_bytes;
         if body.len() > max {
             return Err(IntakeError::TooLarge(format!(
@@ -156,8 +166,42 @@ impl Rules<'_> {
             expires_at,
             ordering_key: input.ordering_key,
         };
+        let payload = match &tree {
+            Some(m) => Payload::Tree(m),
+            None => Payload::text(input.payload.get()),
+        };
         self.router
-            .fan_out(incoming, &input.payload, body, now)
+            .fan_out(incoming, &payload, body, now)
             .map_err(|e| invalid("payload", e.to_string()))
     }
+}
+
+/// The payload's canonical form, or the error `parse_json` would have given for it as part of
+/// the whole body: the path inside the payload, `invalid_field` for a value of the wrong kind,
+/// `invalid_json` for text that is not JSON hookd takes. Line and column count from the start
+/// of the payload.
+fn canonical_payload(text: &str, field: &str) -> Result<String, IntakeError> {
+    // Read plainly first: only a refused payload is read again, with path tracking.
+    let first = match serde_json::from_str::<CanonicalObject>(text) {
+        Ok(c) => return Ok(c.0),
+        Err(e) => e,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let traced = serde_path_to_error::deserialize::<_, CanonicalObject>(&mut de);
+    let (path, inner) = match traced {
+        Err(e) => (e.path().to_string(), e.into_inner()),
+        Ok(_) => (".".to_string(), first),
+    };
+    let field = match path.as_str() {
+        "." | "?" => field.to_string(),
+        p => format!("{field}.{p}"),
+    };
+    Err(if inner.is_data() {
+        IntakeError::Invalid {
+            field,
+            message: inner.to_string(),
+        }
+    } else {
+        IntakeError::Malformed(format!("{field}: {inner}"))
+    })
 }

@@ -306,7 +306,12 @@ async fn relay(store: &Store, router: &Router, tenant: &str, events: Vec<Operato
                     expires_at: None,
                     ordering_key: None,
                 };
-                router.fan_out(incoming, &e.payload, body, now)
+                router.fan_out(
+                    incoming,
+                    &crate::dispatch::Payload::Tree(&e.payload),
+                    body,
+                    now,
+                )
             })
             .collect::<Result<Vec<_>, _>>();
         let news = match news {

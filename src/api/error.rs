@@ -103,6 +103,7 @@ impl From<IntakeError> for ApiError {
         match e {
             IntakeError::Invalid { field, message } => ApiError::invalid(&field, message),
             IntakeError::UnknownType(m) => ApiError::bad_request("unknown_event_type", m),
+            IntakeError::Malformed(m) => ApiError::bad_request("invalid_json", m),
             IntakeError::SchemaViolation(m) => ApiError::bad_request("schema_violation", m),
             IntakeError::TooLarge(m) => ApiError::too_large(m),
         }

@@ -85,6 +85,34 @@ struct Route {
     filter: Option<crate::filter::Filter>,
 }
 
+/// An event's payload as endpoint filters read it. Most tenants have no filter, so an
+/// ingested payload stays text, parsed into a tree on the first filter that asks (filters
+/// compare integers exactly, so they read the text as sent, not its canonical form).
+pub enum Payload<'a> {
+    Tree(&'a serde_json::Map<String, serde_json::Value>),
+    Text(
+        &'a str,
+        std::cell::OnceCell<Option<serde_json::Map<String, serde_json::Value>>>,
+    ),
+}
+
+impl<'a> Payload<'a> {
+    /// A payload's JSON text, already checked to be an object.
+    pub fn text(text: &'a str) -> Self {
+        Payload::Text(text, std::cell::OnceCell::new())
+    }
+
+    /// `None` only for text that is not a JSON object, which intake never hands over.
+    fn tree(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        match self {
+            Payload::Tree(m) => Some(m),
+            Payload::Text(text, tree) => tree
+                .get_or_init(|| serde_json::from_str(text).ok())
+                .as_ref(),
+        }
+    }
+}
+
 /// A validated event on its way to storage, before routing gives it its deliveries.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -161,12 +189,7 @@ impl Router {
     /// The endpoints of `tenant` subscribed to `event_type`, with what their deliveries need.
     /// The endpoints an event of `tenant` and `event_type` with `payload` goes to: subscribed
     /// to the type, and whose filter (if any) the payload matches.
-    pub fn route(
-        &self,
-        tenant: &str,
-        event_type: &str,
-        payload: &serde_json::Map<String, serde_json::Value>,
-    ) -> Vec<Routed> {
+    pub fn route(&self, tenant: &str, event_type: &str, payload: &Payload<'_>) -> Vec<Routed> {
         let inner = self.inner.read();
         inner
             .by_tenant
@@ -175,7 +198,11 @@ impl Router {
                 routes
                     .iter()
                     .filter(|r| r.spec.subscribes_to(event_type))
-                    .filter(|r| r.filter.as_ref().is_none_or(|f| f.matches(payload)))
+                    .filter(|r| {
+                        r.filter
+                            .as_ref()
+                            .is_none_or(|f| payload.tree().is_some_and(|m| f.matches(m)))
+                    })
                     .map(|r| Routed {
                         id: r.id,
                         ttl: r.spec.ttl.map(|t| t.0),
@@ -192,7 +219,7 @@ impl Router {
     pub fn fan_out(
         &self,
         incoming: Incoming,
-        payload: &serde_json::Map<String, serde_json::Value>,
+        payload: &Payload<'_>,
         body: String,
         now: UnixMillis,
     ) -> Result<NewEvent, serde_json::Error> {
