@@ -101,8 +101,7 @@ impl<'de> Visitor<'de> for Writer<'_> {
         self.visit_f64(v as f64)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        let mut buf = ryu_js::Buffer::new();
-        self.out.push_str(buf.format(v));
+        write_number(self.out, v);
         Ok(())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
@@ -242,13 +241,9 @@ fn write_value(out: &mut String, value: &Value) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => {
-            // invariant: without arbitrary_precision every serde_json number converts to f64,
-            // and serde_json never parses a non-finite number.
-            let f = n.as_f64().unwrap_or(0.0);
-            let mut buf = ryu_js::Buffer::new();
-            out.push_str(buf.format(f));
-        }
+        // invariant: without arbitrary_precision every serde_json number converts to f64,
+        // and serde_json never parses a non-finite number.
+        Value::Number(n) => write_number(out, n.as_f64().unwrap_or(0.0)),
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
             out.push('[');
@@ -294,6 +289,11 @@ fn write_object(out: &mut String, map: &Map<String, Value>) {
         }
     }
     out.push('}');
+}
+
+fn write_number(out: &mut String, f: f64) {
+    let mut buf = ryu_js::Buffer::new();
+    out.push_str(buf.format(f));
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -440,12 +440,7 @@ mod tests {
     fn object_text() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let key = prop_oneof![
-            Just("a".to_string()),
-            Just("b".to_string()),
-            Just("0".to_string()),
-            Just("7".to_string()),
-            Just("10".to_string()),
-            Just("01".to_string()),
+            proptest::sample::select(&["a", "b", "0", "7", "10", "01"][..]).prop_map(String::from),
             "[a-c0-9\\\"é]{0,3}",
         ]
         .prop_map(|k| serde_json::to_string(&k).unwrap_or_default());

@@ -107,7 +107,7 @@ impl Rules<'_> {
         };
         // First, as when the whole body was one parse: a malformed payload is reported before
         // any other field.
-        let body = canonical_payload(input.payload.get(), &name("payload"))?;
+        let body = canonical_payload(input.payload.get(), &name)?;
         let id = match input.id {
             Some(id) => {
                 check_identifier(&id).map_err(|m| invalid("id", m))?;
@@ -176,25 +176,19 @@ impl Rules<'_> {
     }
 }
 
-/// The payload's canonical form, or the error `parse_json` would have given for it as part of
-/// the whole body: the path inside the payload, `invalid_field` for a value of the wrong kind,
-/// `invalid_json` for text that is not JSON hookd takes. Line and column count from the start
-/// of the payload.
-fn canonical_payload(text: &str, field: &str) -> Result<String, IntakeError> {
-    // Read plainly first: only a refused payload is read again, with path tracking.
-    let first = match serde_json::from_str::<CanonicalObject>(text) {
+/// The payload's canonical form, or the error `api::parse_json` would have given for it as
+/// part of the whole body: the path inside the payload, `invalid_field` for a value of the wrong
+/// kind, `invalid_json` for text that is not JSON hookd takes. Line and column count from the
+/// start of the payload. `name` gives a field its name in messages.
+fn canonical_payload(text: &str, name: &dyn Fn(&str) -> String) -> Result<String, IntakeError> {
+    let (path, inner) = match parse_traced::<CanonicalObject>(text.as_bytes()) {
         Ok(c) => return Ok(c.0),
         Err(e) => e,
     };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let traced = serde_path_to_error::deserialize::<_, CanonicalObject>(&mut de);
-    let (path, inner) = match traced {
-        Err(e) => (e.path().to_string(), e.into_inner()),
-        Ok(_) => (".".to_string(), first),
-    };
-    let field = match path.as_str() {
-        "." | "?" => field.to_string(),
-        p => format!("{field}.{p}"),
+    let field = if path.is_empty() {
+        name("payload")
+    } else {
+        name(&format!("payload.{path}"))
     };
     Err(if inner.is_data() {
         IntakeError::Invalid {
@@ -204,4 +198,28 @@ fn canonical_payload(text: &str, field: &str) -> Result<String, IntakeError> {
     } else {
         IntakeError::Malformed(format!("{field}: {inner}"))
     })
+}
+
+/// `bytes` as one JSON `T`, or where it went wrong: the path of the value at fault (empty at
+/// the top) and serde_json's error. Most input is valid, so it is parsed plainly first and
+/// only a failure again with path tracking, which costs on every field.
+pub(crate) fn parse_traced<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, (String, serde_json::Error)> {
+    let first = match serde_json::from_slice::<T>(bytes) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let (path, inner) = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        // The plain parse found trailing characters the traced one leaves to `end`.
+        Ok(_) => (String::new(), de.end().err().unwrap_or(first)),
+        Err(e) => (e.path().to_string(), e.into_inner()),
+    };
+    // The path is "?" where the parser lost track (e.g. at EOF) and "." at the top.
+    let path = match path.as_str() {
+        "." | "?" => String::new(),
+        _ => path,
+    };
+    Err((path, inner))
 }

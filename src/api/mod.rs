@@ -396,37 +396,25 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], context: &str) -> Re
             ))
         }
     }
-    // Most requests are valid: parse them plainly, and only a failure again with path
-    // tracking, which costs on every field, to name the field at fault.
     if let Ok(value) = serde_json::from_slice::<T>(bytes) {
         return Ok(value);
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
-    let value = parsed.map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let code = if inner.is_data() {
-            "invalid_field"
-        } else {
-            "invalid_json"
-        };
-        // The path is "?" where the parser lost track (e.g. at EOF) and "." at the top.
-        let path = match path.as_str() {
-            "." | "?" => "",
-            p => p,
-        };
-        let field = match (context, path) {
-            ("", "") => String::new(),
-            ("", p) => format!("{p}: "),
-            (c, "") => format!("{c}: "),
-            (c, p) => format!("{c}.{p}: "),
-        };
-        ApiError::bad_request(code, format!("{field}{inner}"))
-    })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
-    Ok(value)
+    let (path, inner) = match crate::intake::parse_traced::<T>(bytes) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let code = if inner.is_data() {
+        "invalid_field"
+    } else {
+        "invalid_json"
+    };
+    let field = match (context, path.as_str()) {
+        ("", "") => String::new(),
+        ("", p) => format!("{p}: "),
+        (c, "") => format!("{c}: "),
+        (c, p) => format!("{c}.{p}: "),
+    };
+    Err(ApiError::bad_request(code, format!("{field}{inner}")))
 }
 
 /// A path id of the expected kind, or 404 (an id of the wrong form names nothing).
