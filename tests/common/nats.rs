@@ -15,15 +15,16 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a JetStream server on a free port of 127.0.0.1 and waits until it accepts.
+    /// Starts a JetStream server on a port of 127.0.0.1 it picks itself, and waits until it
+    /// speaks NATS.
+    ///
+    /// The server picks (`-p -1`) and reports it in a ports file because a port found free by
+    /// the test and handed over can be taken in between: by another test's nats-server, whose
+    /// restart then resets this test's connections, as CI once saw.
     pub fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
         let mut s = NatsServer {
             child: None,
-            port,
+            port: 0,
             dir: tempfile::tempdir().expect("temp dir"),
         };
         s.spawn();
@@ -35,24 +36,41 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        let ports_dir = self.dir.path().join("ports");
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let port = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.path())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "--ports_file_dir"])
+            .arg(&ports_dir)
+            .arg("-sd")
+            .arg(self.dir.path().join("store"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server (Debian's nats-server package; ./scripts/install-prereqs)");
+        let ports_file = ports_dir.join(format!("nats-server_{}.ports", child.id()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
             assert!(Instant::now() < deadline, "nats-server did not start");
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("nats-server exited at start: {status}");
+            }
+            if let Some(port) = reported_port(&ports_file) {
+                assert!(
+                    self.port == 0 || self.port == port,
+                    "nats-server moved from port {} to {port}",
+                    self.port
+                );
+                if speaks_nats(port) {
+                    self.port = port;
+                    return;
+                }
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -71,6 +89,26 @@ impl NatsServer {
         self.stop();
         self.spawn();
     }
+}
+
+/// The client port in a nats-server ports file (`{"nats":["nats://127.0.0.1:PORT"]}`), once
+/// the file is whole.
+fn reported_port(file: &std::path::Path) -> Option<u16> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
+}
+
+/// Whether a server on `port` greets a new connection with NATS's `INFO`: a bare TCP connect
+/// can succeed against a listener that is not (or not yet) a working nats-server.
+fn speaks_nats(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut greeting = [0u8; 5];
+    c.read_exact(&mut greeting).is_ok() && &greeting == b"INFO "
 }
 
 impl Drop for NatsServer {
