@@ -41,6 +41,13 @@ fn event_body(tenant: &str, id: &str) -> Value {
     json!({"id": id, "tenant": tenant, "type": "fraud_detected", "payload": {"score": 85}})
 }
 
+/// An event of `tenant` with one of 50 ordering keys.
+fn keyed_event(tenant: &str, id: &str, n: usize) -> Value {
+    let mut body = event_body(tenant, id);
+    body["ordering_key"] = json!(format!("card-{}", n % 50));
+    body
+}
+
 /// The event ids the receiver got, each with how many requests carried it per attempt number.
 fn received_attempts(rx: &Receiver) -> HashMap<(String, String), usize> {
     let mut seen = HashMap::new();
@@ -256,7 +263,14 @@ fn a_slow_fsync_during_drain_and_ingest_sends_no_attempt_twice() {
     let faults = Faults::new();
     let rx = Receiver::start();
     let mut h = start(&faults, &[]);
-    let (ep, _) = h.endpoint("slow", &rx.url, &["fraud_detected"], json!({}));
+    // Ordered (over 50 keys): ordered deliveries are handed over only after their fsync
+    // (unordered ones go to their actor before it).
+    let (ep, _) = h.endpoint(
+        "slow",
+        &rx.url,
+        &["fraud_detected"],
+        json!({"ordering": "key"}),
+    );
     let (status, _) = h.post_empty(&format!("/v1/endpoints/{ep}/pause"));
     assert_eq!(status, 200);
     // A backlog larger than the queue's first page, so the drain reads `due` from storage.
@@ -266,15 +280,16 @@ fn a_slow_fsync_during_drain_and_ingest_sends_no_attempt_twice() {
             .map(|j| {
                 let id = format!("old-{b}-{j}");
                 ids.push(id.clone());
-                event_body("slow", &id)
+                keyed_event("slow", &id, j)
             })
             .collect();
         let (status, res) = h.post("/v1/events/batch", json!({ "events": events }));
         assert_eq!(status, 200, "{res}");
     }
     h.start_again();
-    // Each commit's fsync takes 2.5 s, so its deliveries are in storage for that long before
-    // they are handed over: long enough for the drain to page them in and send them first.
+    // Each commit's fsync takes 2.5 s, so its (ordered) deliveries are in storage for that long
+    // before they are handed over: long enough for the drain to page them in and send them
+    // first.
     faults.delay_fsyncs(2500);
     let (status, _) = h.post_empty(&format!("/v1/endpoints/{ep}/resume"));
     assert_eq!(status, 200);
@@ -291,7 +306,7 @@ fn a_slow_fsync_during_drain_and_ingest_sends_no_attempt_twice() {
                         .map(|j| {
                             let id = format!("new-{t}-{b}-{j}");
                             mine.push(id.clone());
-                            event_body("slow", &id)
+                            keyed_event("slow", &id, j)
                         })
                         .collect();
                     let r = http
@@ -718,4 +733,66 @@ fn a_clock_stepped_back_across_a_restart_holds_no_stored_retry() {
     );
     h.wait_all_delivered(&[&ep], Duration::from_secs(10));
     assert_eq!(h.assert_consistent(&[&ep]), vec![0]);
+}
+
+/// A receiver does not wait for the disk: an unordered delivery goes to its actor as soon as
+/// its group is written, while the client's 202 still waits for the WAL fsync (here made to
+/// take 2 s). An ordered delivery waits for the fsync, since its `X-Webhook-Sequence` would
+/// be given again to another event if the write were lost.
+#[test]
+fn a_delivery_does_not_wait_for_the_fsync_but_its_acknowledgement_and_an_ordered_one_do() {
+    let faults = Faults::new();
+    let rx = Receiver::start();
+    let h = start(&faults, &[]);
+    h.endpoint("early", &rx.url, &["fraud_detected"], json!({}));
+    h.endpoint(
+        "ordered",
+        &rx.url,
+        &["fraud_detected"],
+        json!({"ordering": "key"}),
+    );
+    let post_slowly = |body: Value| {
+        let (base, body) = (h.base.clone(), body.to_string());
+        std::thread::spawn(move || {
+            let r = reqwest::blocking::Client::new()
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .timeout(Duration::from_secs(30))
+                .body(body)
+                .send()
+                .expect("ingest answers");
+            (r.status().as_u16(), Instant::now())
+        })
+    };
+    faults.delay_fsyncs(2000);
+
+    let posted = post_slowly(event_body("early", "unordered"));
+    rx.wait_count(1, Duration::from_secs(10));
+    let received = Instant::now();
+    let (status, answered) = posted.join().unwrap();
+    assert_eq!(status, 202);
+    assert!(
+        received + Duration::from_millis(500) < answered,
+        "delivered {:?} before its 202, not well before it",
+        answered.saturating_duration_since(received)
+    );
+
+    let mut ordered = event_body("ordered", "in-order");
+    ordered["ordering_key"] = json!("card-1");
+    let posted = post_slowly(ordered);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!posted.is_finished(), "the fsync is still on its way");
+    assert_eq!(
+        rx.count(),
+        1,
+        "the ordered delivery was sent before its fsync"
+    );
+    let (status, _) = posted.join().unwrap();
+    assert_eq!(status, 202);
+    rx.wait_count(2, Duration::from_secs(10));
+    let last = rx.received().pop().unwrap();
+    assert_eq!(last.event_id(), "in-order");
+    assert_eq!(last.header("x-webhook-sequence"), Some("1"));
+    faults.delay_fsyncs(0);
 }

@@ -3,11 +3,14 @@
 //!
 //! - `hookd-commit` (group commit): takes every ingest request queued while the previous write
 //!   ran and stores them with one write; duplicate checks happen here, on the one thread that
-//!   writes idempotency keys, so two requests with the same id cannot both be stored;
+//!   writes idempotency keys, so two requests with the same id cannot both be stored. It
+//!   then **hands the new deliveries to their endpoint actors**, before the fsync
+//!   ([`early_hand_over`]);
 //! - `hookd-wal-sync` (with `storage.sync`): fsyncs the WAL for every group written since the
-//!   last fsync, then **hands the new deliveries to their endpoint actors** and only then
-//!   answers the requests. The hand-over is part of the commit, not of the HTTP request: a
-//!   client that resets its connection cannot keep stored deliveries from their actors;
+//!   last fsync, hands over the deliveries that wait for it (ordered ones, and any group
+//!   behind them), and only then answers the requests. The hand-over is part of the commit,
+//!   not of the HTTP request: a client that resets its connection cannot keep stored
+//!   deliveries from their actors;
 //! - `hookd-results` (the ordered writer): attempt results and endpoint stats, folded into one
 //!   write per round, and the [`Ordered`] jobs, each run after the results queued before it
 //!   are written. Queue order is apply order.
@@ -21,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rocksdb::WriteBatch;
@@ -145,12 +149,16 @@ pub(super) fn commit_loop(
 ) {
     skip_perf_counters();
     let hand_over = Arc::new(hand_over);
+    // Groups sent to the sync thread whose deliveries are handed over after their fsync, and
+    // not yet handed over: while there is one, later groups wait their turn behind it.
+    let late = Arc::new(AtomicUsize::new(0));
     let to_sync = if sync {
         let (tx, sync_rx) = crossbeam_channel::unbounded();
-        let (sync_store, sync_hand_over) = (store.clone(), hand_over.clone());
+        let (sync_store, sync_hand_over, sync_late) =
+            (store.clone(), hand_over.clone(), late.clone());
         let spawned = std::thread::Builder::new()
             .name("hookd-wal-sync".into())
-            .spawn(move || sync_loop(sync_store, sync_rx, sync_hand_over));
+            .spawn(move || sync_loop(sync_store, sync_rx, sync_hand_over, sync_late));
         match spawned {
             Ok(_) => Some(tx),
             Err(e) => {
@@ -204,9 +212,15 @@ pub(super) fn commit_loop(
                 if stored > 0 {
                     seq = group_seq;
                 }
-                let written = Written::new(jobs, outcomes, stored, group_seq);
+                let mut written = Written::new(jobs, outcomes, stored, group_seq);
                 match &to_sync {
                     Some(tx) => {
+                        if early_hand_over(written.has_ordered(), late.load(Ordering::Acquire)) {
+                            written.hand_over(&hand_over);
+                        } else {
+                            written.late = true;
+                            late.fetch_add(1, Ordering::AcqRel);
+                        }
                         if let Err(unsent) = tx.send(written) {
                             unsent.0.fail(&StorageError::Closed);
                         }
@@ -236,6 +250,21 @@ pub(super) fn commit_loop(
     }
 }
 
+/// Whether the commit thread hands a group's deliveries to their actors as soon as it is
+/// written, before its fsync: unless it holds an ordered delivery, or an earlier group is still
+/// waiting for its fsync to be handed over (hand-overs keep commit order).
+///
+/// A receiver thus never waits for the disk: the fsync was about half of an event's path at
+/// moderate rates, and on a VM disk all of its tail (and a slow fsync held up every group
+/// behind it). The acknowledgement still waits for the fsync. What this lets happen: if the
+/// machine loses power before the fsync, a delivery may have been sent for an event that is not
+/// stored, whose client got no 2xx and sends it again, so the receiver sees one `webhook-id`
+/// twice, as at-least-once delivery allows. An ordered delivery waits for the fsync, because
+/// its `X-Webhook-Sequence` would then be given again to another event.
+fn early_hand_over(has_ordered: bool, late_groups: usize) -> bool {
+    !has_ordered && late_groups == 0
+}
+
 /// One group of ingest requests, written (not yet fsync'd): each request's reply and
 /// outcomes, and the events that were stored (not duplicates), to hand over.
 struct Written {
@@ -243,6 +272,8 @@ struct Written {
     stored_events: Vec<NewEvent>,
     stored: u64,
     seq: u64,
+    /// Handed over after its fsync (see [`early_hand_over`]).
+    late: bool,
 }
 
 impl Written {
@@ -262,20 +293,33 @@ impl Written {
             stored_events,
             stored,
             seq,
+            late: false,
         }
     }
 
-    /// Hands the stored deliveries to their actors, then answers the requests. The hand-over
-    /// happens whether or not the fsync succeeded: the records are in the memtable either way,
-    /// so an event whose request gets a 503 is still delivered unless the process dies before
-    /// (then it is either in the WAL, and recovered, or not stored at all).
-    fn acknowledge(self, synced: Result<(), &StorageError>, hand_over: &HandOver) {
+    fn has_ordered(&self) -> bool {
+        self.stored_events
+            .iter()
+            .any(|e| e.deliveries.iter().any(|d| d.ordering.is_some()))
+    }
+
+    /// Hands the stored deliveries to their actors, once: a later call hands over nothing.
+    fn hand_over(&mut self, hand_over: &HandOver) {
+        if !self.stored_events.is_empty() {
+            hand_over(self.seq, std::mem::take(&mut self.stored_events));
+        }
+    }
+
+    /// Hands the stored deliveries to their actors (unless done already), then answers the
+    /// requests. The hand-over happens whether or not the fsync succeeded: the records are in
+    /// the memtable either way, so an event whose request gets a 503 is still delivered unless
+    /// the process dies before (then it is either in the WAL, and recovered, or not stored at
+    /// all).
+    fn acknowledge(mut self, synced: Result<(), &StorageError>, hand_over: &HandOver) {
         if synced.is_ok() && self.stored > 0 {
             METRICS.storage_committed_events.inc_by(self.stored);
         }
-        if !self.stored_events.is_empty() {
-            hand_over(self.seq, self.stored_events);
-        }
+        self.hand_over(hand_over);
         for (reply, outcomes) in self.replies {
             let _ = reply.send(match synced {
                 Ok(()) => Ok(outcomes),
@@ -295,7 +339,12 @@ impl Written {
 /// Fsyncs the WAL for every group written since the last fsync, then hands over and
 /// acknowledges them. A duplicate found against a write still being synced is answered after
 /// that sync too, since every group waits for an fsync that started after its own write.
-fn sync_loop(store: Store, rx: crossbeam_channel::Receiver<Written>, hand_over: Arc<HandOver>) {
+fn sync_loop(
+    store: Store,
+    rx: crossbeam_channel::Receiver<Written>,
+    hand_over: Arc<HandOver>,
+    late: Arc<AtomicUsize>,
+) {
     while let Ok(first) = rx.recv() {
         let mut groups = vec![first];
         groups.extend(rx.try_iter());
@@ -308,7 +357,11 @@ fn sync_loop(store: Store, rx: crossbeam_channel::Receiver<Written>, hand_over: 
             METRICS.storage_commits.inc();
         }
         for group in groups {
+            let was_late = group.late;
             group.acknowledge(synced.as_ref().map(|_| ()), &hand_over);
+            if was_late {
+                late.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -464,4 +517,22 @@ fn commit(
     }
     sequences.last.extend(given);
     Ok((results, in_batch.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::early_hand_over;
+
+    #[test]
+    fn unordered_deliveries_go_to_their_actors_before_the_fsync() {
+        assert!(early_hand_over(false, 0));
+    }
+
+    #[test]
+    fn ordered_deliveries_and_any_group_behind_them_wait_for_the_fsync() {
+        assert!(!early_hand_over(true, 0));
+        // An earlier group still waits for its fsync: this one is handed over after it.
+        assert!(!early_hand_over(false, 1));
+        assert!(!early_hand_over(true, 3));
+    }
 }
