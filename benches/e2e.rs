@@ -304,6 +304,13 @@ impl Hookd {
         (total, total - fast)
     }
 
+    /// The WAL fsync histogram's cumulative buckets: (upper bound, count).
+    fn sync_buckets(&self) -> Vec<(String, f64)> {
+        self.metric_lines("hookd_storage_wal_sync_seconds_bucket")
+            .filter_map(|(l, v)| Some((l.split("le=\"").nth(1)?.split('"').next()?.to_string(), v)))
+            .collect()
+    }
+
     /// The lines of `/metrics` starting with `name`, each with its value.
     fn metric_lines(&self, name: &str) -> impl Iterator<Item = (String, f64)> {
         let text = reqwest::blocking::get(format!("{}/metrics", self.base))
@@ -1146,6 +1153,8 @@ fn main() {
         for window in 1..=3 {
             rx.latencies_us.lock().unwrap().clear();
             let syncs0 = h.slow_syncs();
+            let buckets0 = h.sync_buckets();
+            let sum0 = h.metric("hookd_storage_wal_sync_seconds_sum");
             rt.block_on(async {
                 let client = reqwest::Client::new();
                 let mut tick =
@@ -1179,6 +1188,21 @@ fn main() {
                 eprintln!(
                     "latency window {window}: over 2 ms, by order received: {}",
                     slow.join(" ")
+                );
+                let buckets: Vec<String> = h
+                    .sync_buckets()
+                    .iter()
+                    .zip(&buckets0)
+                    .map(|((le, n), (_, n0))| format!("≤{le}: {:.0}", n - n0))
+                    .collect();
+                eprintln!(
+                    "latency window {window}: WAL fsyncs by seconds, cumulative: {}",
+                    buckets.join(", ")
+                );
+                eprintln!(
+                    "latency window {window}: WAL fsync mean {:.3} ms",
+                    (h.metric("hookd_storage_wal_sync_seconds_sum") - sum0) * 1e3
+                        / (h.slow_syncs().0 - syncs0.0).max(1.0)
                 );
             }
             lat.sort_unstable();
