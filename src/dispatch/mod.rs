@@ -152,7 +152,7 @@ impl Router {
         self.supervisor.get().cloned()
     }
 
-    /// The storage writer's hand-over of one durable commit (`seq`): each endpoint's new
+    /// The storage writer's hand-over of one commit (`seq`): each endpoint's new
     /// deliveries to its actor, in commit order. Deliveries of an endpoint deleted since they
     /// were routed are cancelled.
     pub fn hand_over(&self, seq: u64, events: Vec<NewEvent>) {

@@ -14,8 +14,9 @@
 //!   `WriteBatch`, and with `storage.sync` the WAL is fsync'd after that write, before ingest is
 //!   acknowledged; concurrent ingests share one write, and the groups written during one fsync
 //!   share the next ([`Store::ingest`], group commit);
-//! - once that write is durable, its deliveries are handed to the [`HandOver`] by the writer
-//!   threads, whatever became of the request that brought them;
+//! - once that write is made (and for ordered deliveries, or under load, once it is durable),
+//!   its deliveries are handed to the [`HandOver`] by the writer threads, whatever became of
+//!   the request that brought them; the acknowledgement waits for durability either way;
 //! - a delivery is pending exactly when it has one entry in `due`; a final status removes it;
 //! - after creation a delivery is written only by the results writer thread, in queue order:
 //!   attempt results ([`Store::write_results`]) and every other change ([`Store::ordered`]);

@@ -66,7 +66,8 @@ const PROBE_KEY: &[u8] = b"probe";
 impl Store {
     /// Opens (creating when missing) the database under `path`, a directory left at mode 0700.
     /// Ingest is refused while the file system has less than `min_free_bytes` free.
-    /// `hand_over` receives every stored event's deliveries once their write is durable.
+    /// `hand_over` receives every stored event's deliveries once their write is made (for some,
+    /// once it is durable: see `writer::early_hand_over`).
     pub fn open(
         path: &Path,
         sync: bool,
