@@ -751,45 +751,35 @@ fn a_delivery_does_not_wait_for_the_fsync_but_its_acknowledgement_and_an_ordered
         &["fraud_detected"],
         json!({"ordering": "key"}),
     );
-    let post_slowly = |body: Value| {
-        let (base, body) = (h.base.clone(), body.to_string());
-        std::thread::spawn(move || {
-            let r = reqwest::blocking::Client::new()
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(ADMIN)
-                .header("content-type", "application/json")
-                .timeout(Duration::from_secs(30))
-                .body(body)
-                .send()
-                .expect("ingest answers");
-            (r.status().as_u16(), Instant::now())
-        })
-    };
     faults.delay_fsyncs(2000);
+    // Each POST on a thread of its own, since its answer waits for the slow fsync.
+    let post = |body: Value| {
+        let (status, _) = h.post("/v1/events", body);
+        (status, Instant::now())
+    };
+    std::thread::scope(|s| {
+        let posted = s.spawn(|| post(event_body("early", "unordered")));
+        rx.wait_count(1, Duration::from_secs(10));
+        let received = Instant::now();
+        let (status, answered) = posted.join().unwrap();
+        assert_eq!(status, 202);
+        assert!(
+            received + Duration::from_millis(500) < answered,
+            "delivered {:?} before its 202, not well before it",
+            answered.saturating_duration_since(received)
+        );
 
-    let posted = post_slowly(event_body("early", "unordered"));
-    rx.wait_count(1, Duration::from_secs(10));
-    let received = Instant::now();
-    let (status, answered) = posted.join().unwrap();
-    assert_eq!(status, 202);
-    assert!(
-        received + Duration::from_millis(500) < answered,
-        "delivered {:?} before its 202, not well before it",
-        answered.saturating_duration_since(received)
-    );
-
-    let mut ordered = event_body("ordered", "in-order");
-    ordered["ordering_key"] = json!("card-1");
-    let posted = post_slowly(ordered);
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(!posted.is_finished(), "the fsync is still on its way");
-    assert_eq!(
-        rx.count(),
-        1,
-        "the ordered delivery was sent before its fsync"
-    );
-    let (status, _) = posted.join().unwrap();
-    assert_eq!(status, 202);
+        let posted = s.spawn(|| post(keyed_event("ordered", "in-order", 1)));
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(!posted.is_finished(), "the fsync is still on its way");
+        assert_eq!(
+            rx.count(),
+            1,
+            "the ordered delivery was sent before its fsync"
+        );
+        let (status, _) = posted.join().unwrap();
+        assert_eq!(status, 202);
+    });
     rx.wait_count(2, Duration::from_secs(10));
     let last = rx.received().pop().unwrap();
     assert_eq!(last.event_id(), "in-order");

@@ -222,8 +222,8 @@ pub(super) fn commit_loop(
                         );
                         if early {
                             written.hand_over(&hand_over);
-                        } else {
-                            written.late = true;
+                        }
+                        if written.awaits_hand_over() {
                             late.fetch_add(1, Ordering::AcqRel);
                         }
                         if let Err(unsent) = tx.send(written) {
@@ -282,8 +282,6 @@ struct Written {
     stored_events: Vec<NewEvent>,
     stored: u64,
     seq: u64,
-    /// Handed over after its fsync (see [`early_hand_over`]).
-    late: bool,
 }
 
 impl Written {
@@ -303,7 +301,6 @@ impl Written {
             stored_events,
             stored,
             seq,
-            late: false,
         }
     }
 
@@ -313,9 +310,15 @@ impl Written {
             .any(|e| e.deliveries.iter().any(|d| d.ordering.is_some()))
     }
 
+    /// Whether deliveries of this group are still to be handed over (after its fsync: see
+    /// [`early_hand_over`]).
+    fn awaits_hand_over(&self) -> bool {
+        !self.stored_events.is_empty()
+    }
+
     /// Hands the stored deliveries to their actors, once: a later call hands over nothing.
     fn hand_over(&mut self, hand_over: &HandOver) {
-        if !self.stored_events.is_empty() {
+        if self.awaits_hand_over() {
             hand_over(self.seq, std::mem::take(&mut self.stored_events));
         }
     }
@@ -338,7 +341,8 @@ impl Written {
         }
     }
 
-    /// The group never reached the sync thread: nothing was handed over or answered yet.
+    /// The group never reached the sync thread (hookd is stopping): nothing was answered yet,
+    /// and deliveries not handed over early are left to recovery at the next start.
     fn fail(self, e: &StorageError) {
         for (reply, _) in self.replies {
             let _ = reply.send(Err(shared_failure(e)));
@@ -367,7 +371,7 @@ fn sync_loop(
             METRICS.storage_commits.inc();
         }
         for group in groups {
-            let was_late = group.late;
+            let was_late = group.awaits_hand_over();
             group.acknowledge(synced.as_ref().map(|_| ()), &hand_over);
             if was_late {
                 late.fetch_sub(1, Ordering::AcqRel);
